@@ -1,0 +1,130 @@
+"""Training objectives L(θ), their gradients and Hessian-vector products.
+
+An objective is anything with ``loss_and_grad(θ) -> (L, ∇L)`` and ``hessian_at(θ) -> v ↦ ∇²L(θ)v``.
+:class:`NetObjective` is the full-batch loss of a :class:`~normsharp.models.FlatModel` on a dataset
+(optionally accumulated over chunks, which gives the same value and gradient); :class:`Quadratic` is
+L(θ) = ½ θᵀAθ − bᵀθ, used as an exact reference.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+
+from .errors import ConfigError
+from .models import FlatModel
+
+HVP = Callable[[torch.Tensor], torch.Tensor]
+
+
+def mse_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Σ_i ½‖f(x_i) − y_i‖² (divide by n for the mean)."""
+    return 0.5 * (out - y).pow(2).sum()
+
+
+def ce_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Σ_i −log softmax(f(x_i))_{y_i}."""
+    return torch.nn.functional.cross_entropy(out, y, reduction="sum")
+
+
+LOSSES = {"mse": mse_sum, "ce": ce_sum}
+
+
+class Objective(Protocol):
+    dim: int
+
+    def loss_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def loss(self, theta: torch.Tensor) -> torch.Tensor: ...
+
+    def hessian_at(self, theta: torch.Tensor) -> HVP: ...
+
+
+class NetObjective:
+    """L(θ) = (1/n) Σ_i ℓ(f(θ, x_i), y_i) over the full set, evaluated in chunks of ``chunk_size``.
+
+    HVPs use double backward. With one chunk, ``hessian_at`` builds the gradient graph once and every
+    product is a single backward pass through it (the Lanczos inner loop at fixed θ); with several
+    chunks each product recomputes the per-chunk gradients, so memory stays that of one chunk.
+    """
+
+    def __init__(self, model: FlatModel, x: torch.Tensor, y: torch.Tensor, loss: str, chunk_size: int | None = None):
+        if loss not in LOSSES:
+            raise ConfigError(f"loss is {loss!r}; allowed: {sorted(LOSSES)}")
+        self.model, self.x, self.y, self.loss_name = model, x, y, loss
+        self.loss_sum = LOSSES[loss]
+        self.n = x.shape[0]
+        self.dim = model.num_params
+        size = self.n if chunk_size is None else int(chunk_size)
+        if size < 1:
+            raise ConfigError(f"chunk_size must be ≥ 1 (got {chunk_size})")
+        self.chunks = [(x[i : i + size], y[i : i + size]) for i in range(0, self.n, size)]
+
+    def _chunk_loss(self, theta: torch.Tensor, xc: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:
+        return self.loss_sum(self.model(theta, xc), yc) / self.n
+
+    def loss(self, theta: torch.Tensor) -> torch.Tensor:
+        """L(θ) without a gradient."""
+        with torch.no_grad():
+            return sum(self._chunk_loss(theta, xc, yc) for xc, yc in self.chunks)
+
+    def loss_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L(θ), ∇L(θ)) from one forward and one backward pass per chunk."""
+        theta = theta.detach().requires_grad_(True)
+        if len(self.chunks) == 1:
+            lc = self._chunk_loss(theta, *self.chunks[0])
+            return lc.detach(), torch.autograd.grad(lc, theta)[0]
+        total = theta.new_zeros(())
+        grad = torch.zeros_like(theta)
+        for xc, yc in self.chunks:
+            lc = self._chunk_loss(theta, xc, yc)
+            (gc,) = torch.autograd.grad(lc, theta)
+            total += lc.detach()
+            grad += gc
+        return total, grad
+
+    def hessian_at(self, theta: torch.Tensor) -> HVP:
+        """v ↦ ∇²L(θ) v by double backward."""
+        theta = theta.detach().requires_grad_(True)
+        if len(self.chunks) == 1:
+            (g,) = torch.autograd.grad(self._chunk_loss(theta, *self.chunks[0]), theta, create_graph=True)
+
+            def hvp(v: torch.Tensor) -> torch.Tensor:
+                return torch.autograd.grad(g, theta, grad_outputs=v, retain_graph=True)[0]
+
+            return hvp
+
+        def hvp_chunked(v: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros_like(theta)
+            for xc, yc in self.chunks:
+                (gc,) = torch.autograd.grad(self._chunk_loss(theta, xc, yc), theta, create_graph=True)
+                out += torch.autograd.grad(gc, theta, grad_outputs=v)[0]
+            return out
+
+        return hvp_chunked
+
+    def outputs(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """f(θ, x) without a gradient, in chunks."""
+        size = self.chunks[0][0].shape[0]
+        with torch.no_grad():
+            return torch.cat([self.model(theta, x[i : i + size]) for i in range(0, x.shape[0], size)])
+
+
+class Quadratic:
+    """L(θ) = ½ θᵀAθ − bᵀθ with symmetric A: ∇L = Aθ − b, ∇²L = A."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor | None = None):
+        self.a = 0.5 * (a + a.T)
+        self.b = torch.zeros(a.shape[0], dtype=a.dtype, device=a.device) if b is None else b
+        self.dim = a.shape[0]
+
+    def loss(self, theta: torch.Tensor) -> torch.Tensor:
+        return 0.5 * theta @ (self.a @ theta) - self.b @ theta
+
+    def loss_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a_theta = self.a @ theta
+        return 0.5 * theta @ a_theta - self.b @ theta, a_theta - self.b
+
+    def hessian_at(self, theta: torch.Tensor) -> HVP:
+        return lambda v: self.a @ v
