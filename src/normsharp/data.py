@@ -85,7 +85,31 @@ def _synthetic(spec: dict) -> RawSplit:
     return RawSplit(x_train, t_train, x_test, teacher(x_test), num_classes=None)
 
 
-RAW_LOADERS: dict[str, Callable[[dict], RawSplit]] = {"digits": _digits, "synthetic": _synthetic}
+def _mnist(spec: dict) -> RawSplit:
+    from .image_data import load_mnist
+
+    return load_mnist(spec)
+
+
+def _cifar10(spec: dict) -> RawSplit:
+    from .image_data import load_cifar10
+
+    return load_cifar10(spec)
+
+
+def _single_point(spec: dict) -> RawSplit:
+    from .theory import single_point_raw
+
+    return single_point_raw(spec)
+
+
+RAW_LOADERS: dict[str, Callable[[dict], RawSplit]] = {
+    "digits": _digits,
+    "synthetic": _synthetic,
+    "mnist": _mnist,
+    "cifar10": _cifar10,
+    "single_point": _single_point,
+}
 
 
 def select_train_indices(labels: np.ndarray | None, n: int, subset: str, num_classes: int | None) -> np.ndarray:

@@ -75,7 +75,7 @@ class _Progress:
 
 
 def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_threshold: float, max_steps: int,
-           log_every: int = 10, sharpness_every: int = 0, sharpness_tol: float = 1e-3,
+           log_every: int = 10, sharpness_every: int = 0, sharpness_tol: float = 1e-4,
            divergence_factor: float = 1e3, checkpoint: Checkpoint | None = None,
            progress_seconds: float = 10.0) -> RunResult:
     """GD at fixed η from θ₀ until L(θ_k) < ε, k = max_steps, or divergence.
@@ -124,7 +124,7 @@ def rk4_step(objective: Objective, theta: torch.Tensor, grad: torch.Tensor, h: f
 
 
 def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
-                      alpha: float = 1.0, sharpness_every: int = 5, sharpness_tol: float = 1e-3,
+                      alpha: float = 1.0, sharpness_every: int = 5, sharpness_tol: float = 1e-4,
                       log_every: int = 10, divergence_factor: float = 1e3, checkpoint: Checkpoint | None = None,
                       progress_seconds: float = 10.0) -> FlowResult:
     """Gradient flow from θ₀ by RK4 at step α/S until L < ε; returns t_ε, s_GF, η_c = 2/s_GF.

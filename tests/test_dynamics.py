@@ -1,0 +1,202 @@
+"""GD and gradient flow against closed forms, and the Edge-of-Stability fingerprint on digits."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.optimize
+import torch
+
+from normsharp.checkpoint import Checkpoint
+from normsharp.data import load_data
+from normsharp.dynamics import CONVERGED, DIVERGED, MAX_STEPS, run_gd, run_gradient_flow
+from normsharp.eigen import sharpness
+from normsharp.errors import CheckpointMismatch
+from normsharp.models import build_model
+from normsharp.objective import NetObjective, Quadratic
+
+
+def spd(dim=6, seed=0, top=4.0):
+    """A symmetric positive definite matrix with eigenvalues spread in [0.1, top]."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    eig = torch.linspace(0.1, top, dim, dtype=torch.float64)
+    return q @ torch.diag(eig) @ q.T
+
+
+def test_gd_on_quadratic_matches_closed_form():
+    a = spd()
+    theta0 = torch.ones(6, dtype=torch.float64)
+    eta, eps = 0.3, 1e-6
+    res = run_gd(Quadratic(a), theta0, eta, loss_threshold=eps, max_steps=10_000)
+    step_matrix = torch.eye(6, dtype=torch.float64) - eta * a
+    k, theta = 0, theta0.clone()  # θ_k = (I − ηA)^k θ₀; stop at the first k with ½θᵀAθ < ε
+    while 0.5 * theta @ a @ theta >= eps:
+        theta, k = step_matrix @ theta, k + 1
+    assert res.status == CONVERGED and res.steps == k
+    assert torch.allclose(res.theta, torch.linalg.matrix_power(step_matrix, k) @ theta0, rtol=1e-12, atol=1e-15)
+
+
+def test_gd_above_two_over_lambda_max_diverges_with_a_status():
+    a = spd(top=4.0)
+    res = run_gd(Quadratic(a), torch.ones(6, dtype=torch.float64), 2 / 4.0 * 1.05, loss_threshold=1e-6,
+                 max_steps=100_000)
+    assert res.status == DIVERGED
+    ok = run_gd(Quadratic(a), torch.ones(6, dtype=torch.float64), 2 / 4.0 * 0.95, loss_threshold=1e-6,
+                max_steps=100_000)
+    assert ok.status == CONVERGED
+
+
+def test_gd_stops_at_max_steps():
+    res = run_gd(Quadratic(spd()), torch.ones(6, dtype=torch.float64), 0.01, loss_threshold=1e-9, max_steps=25)
+    assert res.status == MAX_STEPS and res.steps == 25
+
+
+def test_gradient_flow_on_quadratic_matches_matrix_exponential():
+    a, b = spd(), torch.linspace(-1, 1, 6, dtype=torch.float64)
+    obj = Quadratic(a, b)
+    star = torch.linalg.solve(a, b)
+    floor = float(obj.loss(star))
+    theta0 = torch.zeros(6, dtype=torch.float64)
+    res = run_gradient_flow(obj, theta0, loss_threshold=floor + 1e-4, max_steps=100_000, alpha=0.05)
+    exact = star + torch.as_tensor(scipy.linalg.expm(-a.numpy() * res.time)) @ (theta0 - star)
+    assert res.status == CONVERGED
+    assert torch.allclose(res.theta, exact, rtol=1e-8, atol=1e-10)
+    assert math.isclose(res.s_gf, 4.0, rel_tol=1e-6) and math.isclose(res.eta_c, 0.5, rel_tol=1e-6)
+
+
+def digits_fcn(n, width, loss="mse", seed=0):
+    data = load_data({"name": "digits", "n_train": n}, loss)
+    model = build_model({"arch": "fcn", "width": width, "depth": 2, "activation": "tanh"}, data.input_shape,
+                        data.output_dim, seed=seed)
+    return NetObjective(model, data.x_train, data.y_train, loss), model.theta0
+
+
+def test_s_gf_is_converged_in_the_step_size():
+    obj, theta0 = digits_fcn(n=100, width=32)
+    coarse = run_gradient_flow(obj, theta0, loss_threshold=0.01, max_steps=50_000, alpha=1.0)
+    fine = run_gradient_flow(obj, theta0, loss_threshold=0.01, max_steps=50_000, alpha=0.25)
+    assert coarse.status == fine.status == CONVERGED
+    assert abs(coarse.s_gf - fine.s_gf) <= 0.005 * fine.s_gf
+    assert math.isclose(coarse.time, fine.time, rel_tol=0.01)
+
+
+def woodworth_limit(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Woodworth et al. 2020: GF on β = u⊙u − v⊙v from u = v = α·1 ends at β = 2α² sinh(Xᵀν), Xβ = y.
+
+    ν minimises the convex dual Σ_i 2α² cosh((Xᵀν)_i) − νᵀy.
+    """
+    def dual(nu):
+        z = x.T @ nu
+        return 2 * alpha**2 * np.cosh(z).sum() - nu @ y, x @ (2 * alpha**2 * np.sinh(z)) - y
+
+    def hess(nu):
+        return (x * (2 * alpha**2 * np.cosh(x.T @ nu))) @ x.T
+
+    sol = scipy.optimize.minimize(dual, np.zeros(len(y)), jac=True, hess=hess, method="trust-exact",
+                                  options={"gtol": 1e-13})
+    return 2 * alpha**2 * np.sinh(x.T @ sol.x)
+
+
+def test_gradient_flow_on_uv_diagonal_network_reaches_woodworth_limit():
+    n, d, alpha = 5, 20, 0.1
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d))
+    beta_star = np.zeros(d)
+    beta_star[:3] = [1.0, -0.5, 0.8]
+    y = x @ beta_star
+    model = build_model({"arch": "diagonal_linear", "variant": "uv", "depth": 2, "init_scale": alpha}, (d,), 1, seed=0)
+    obj = NetObjective(model, torch.as_tensor(x), torch.as_tensor(y)[:, None], "mse")
+    res = run_gradient_flow(obj, model.theta0, loss_threshold=1e-14, max_steps=200_000, alpha=1.0)
+    u, v = res.theta[:d], res.theta[d:]
+    beta = (u**2 - v**2).numpy()
+    assert res.status == CONVERGED
+    assert np.abs(beta - woodworth_limit(x, y, alpha)).max() < 1e-3
+
+
+@pytest.fixture(scope="module")
+def eos_runs():
+    """Digits, FCN tanh, MSE, float64: the GF reference and GD at 0.5, 2 and 3 η_c."""
+    obj, theta0 = digits_fcn(n=200, width=50)
+    eps = 1e-3
+    gf = run_gradient_flow(obj, theta0, loss_threshold=eps, max_steps=100_000)
+    runs = {}
+    for ratio in (0.5, 2.0, 3.0):
+        res = run_gd(obj, theta0, ratio * gf.eta_c, loss_threshold=eps, max_steps=100_000)
+        final = sharpness(obj.hessian_at(res.theta), obj.dim, tol=1e-6).value
+        runs[ratio] = (res, final)
+    return gf, runs
+
+
+def test_edge_of_stability_fingerprint(eos_runs):
+    gf, runs = eos_runs
+    assert gf.status == CONVERGED
+    for ratio in (2.0, 3.0):
+        res, s = runs[ratio]
+        assert res.status == CONVERGED
+        assert abs(s * ratio * gf.eta_c / 2 - 1) < 0.05, (ratio, s * ratio * gf.eta_c / 2)
+    res, s = runs[0.5]
+    assert res.status == CONVERGED and abs(s / gf.final_sharpness - 1) < 0.03
+
+
+def test_l1_norm_grows_with_eta_at_the_edge_of_stability(eos_runs):
+    _, runs = eos_runs
+    l1 = [float(runs[r][0].theta.abs().sum()) for r in (0.5, 2.0, 3.0)]
+    assert l1[0] < l1[1] < l1[2]
+
+
+def test_gd_on_digits_with_huge_eta_reports_divergence():
+    obj, theta0 = digits_fcn(n=50, width=16)
+    res = run_gd(obj, theta0, 50.0, loss_threshold=1e-3, max_steps=1000)
+    assert res.status == DIVERGED and res.steps < 1000
+
+
+class Interrupt(Exception):
+    pass
+
+
+class KilledAfter:
+    """Wraps an objective and raises after ``calls`` gradient evaluations, like a kill mid-run."""
+
+    def __init__(self, objective, calls):
+        self.objective, self.calls, self.dim = objective, calls, objective.dim
+
+    def loss_and_grad(self, theta):
+        self.calls -= 1
+        if self.calls < 0:
+            raise Interrupt
+        return self.objective.loss_and_grad(theta)
+
+    def hessian_at(self, theta):
+        return self.objective.hessian_at(theta)
+
+
+@pytest.mark.parametrize("method", ["gd", "gf"])
+def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path, method):
+    obj, theta0 = digits_fcn(n=60, width=16)
+    kwargs = dict(loss_threshold=0.05, max_steps=5000, log_every=5)
+    if method == "gd":
+        run = lambda o, ck: run_gd(o, theta0, 0.3, sharpness_every=20, checkpoint=ck, **kwargs)  # noqa: E731
+    else:
+        run = lambda o, ck: run_gradient_flow(o, theta0, sharpness_every=3, checkpoint=ck, **kwargs)  # noqa: E731
+    settings = {"method": method, "eta": 0.3}
+    whole = run(obj, None)
+    ck = Checkpoint(tmp_path / "ck.pt", every=7, settings=settings)
+    with pytest.raises(Interrupt):
+        run(KilledAfter(obj, calls=whole.n_grad // 2), ck)
+    assert ck.path.exists()
+    resumed = run(obj, Checkpoint(tmp_path / "ck.pt", every=7, settings=settings))
+    assert resumed.status == whole.status and resumed.steps == whole.steps
+    assert torch.equal(resumed.theta, whole.theta)
+    assert resumed.trajectory == whole.trajectory or _same_rows(resumed.trajectory, whole.trajectory)
+    assert resumed.n_grad == whole.n_grad and resumed.n_hvp == whole.n_hvp
+    with pytest.raises(CheckpointMismatch, match="eta"):
+        run(obj, Checkpoint(tmp_path / "ck.pt", every=7, settings={**settings, "eta": 0.4}))
+
+
+def _same_rows(a, b):
+    """Rows equal, NaN equal to NaN."""
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(x[k] == y[k] or (math.isnan(x[k]) and math.isnan(y[k])) for k in x)
+        for x, y in zip(a, b))
