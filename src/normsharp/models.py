@@ -72,11 +72,16 @@ class FlatModel:
 
 
 class ScaledLinear(nn.Module):
-    """y = x (mW)ᵀ + b (one fused addmm) with W ~ N(0, σ²) (or PyTorch's default uniform init when σ is None)."""
+    """y = x (m_W W)ᵀ + m_b b with W ~ N(0, σ²), b = 0 (or PyTorch's default uniform init when σ is None).
 
-    def __init__(self, fan_in: int, fan_out: int, bias: bool, std: float | None, multiplier: float, generator):
+    m_W = ``multiplier``, m_b = ``bias_multiplier`` (see :func:`layer_scaling`, :func:`bias_multiplier`).
+    """
+
+    def __init__(self, fan_in: int, fan_out: int, bias: bool, std: float | None, multiplier: float, generator,
+                 bias_multiplier: float = 1.0):
         super().__init__()
         self.multiplier = multiplier
+        self.bias_multiplier = bias_multiplier
         bound = 1.0 / math.sqrt(fan_in)
         if std is None:  # nn.Linear's default: U(±1/√fan_in) for weight and bias
             weight = (torch.rand(fan_out, fan_in, generator=generator, dtype=torch.float64) * 2 - 1) * bound
@@ -89,24 +94,60 @@ class ScaledLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight if self.multiplier == 1.0 else self.weight * self.multiplier
-        return torch.nn.functional.linear(x, weight, self.bias)
+        bias = self.bias if self.bias is None or self.bias_multiplier == 1.0 else self.bias * self.bias_multiplier
+        return torch.nn.functional.linear(x, weight, bias)
+
+
+PARAMETRIZATIONS = ("standard", "ntk", "mup")
+
+
+def _check_parametrization(parametrization: str) -> None:
+    if parametrization not in PARAMETRIZATIONS:
+        raise ConfigError(f"model.parametrization is {parametrization!r}; allowed: 'standard', 'ntk', 'mup'")
 
 
 def layer_scaling(parametrization: str, layer: str, fan_in: int, width: int) -> tuple[float | None, float]:
-    """(init std, forward multiplier) of a dense layer ('input', 'hidden' or 'output').
+    """(init std σ, forward multiplier m) of a weight: the layer uses m·W with W ~ N(0, σ²) as stored in θ.
 
-    standard: PyTorch default init, multiplier 1.  ntk: W ~ N(0, 1), multiplier 1/√fan_in.
-    mup (μP for SGD with one global learning rate, Yang & Hu 2021 abc-form with c = 0, base width 1):
-    W ~ N(0, 1/n) everywhere; multipliers √(n/fan_in) (input), 1 (hidden), 1/√n (output), n = width.
+    ``layer`` is 'input' (fan_in finite: pixels, patches, a position table with fan_in 1), 'hidden'
+    (fan_in ∝ n) or 'output' (fan_out finite); n = ``width``, the dimension taken to infinity; fan_in
+    counts every input of one unit (C·k² for a conv). All parameters share one learning rate η.
+
+    standard: PyTorch's default init U(±1/√fan_in) (σ = None), m = 1. Output Θ(1) at init; the hidden
+      layers' NTK contributions, hence the sharpness at init, grow ∝ n, so a fixed η becomes unstable.
+    ntk: W ~ N(0, 1), m = 1/√fan_in. Output and NTK Θ(1): width-independent, but lazy (kernel limit).
+    mup: μP for GD/SGD with one global η (Yang & Hu 2021, abc-form with c = 0, base width 1):
+      input  σ = 1/√n,       m = √(n/fan_in)   (effective m·W ~ N(0, 1/fan_in): pre-activations Θ(1))
+      hidden σ = 1/√fan_in,  m = 1             (fan_in = n for a dense layer)
+      output σ = 1/√fan_in,  m = 1/√n          (effective variance 1/(fan_in·n) = 1/n² for fan_in = n)
+      biases of input/hidden layers are vector-like (fan_in 1): m_b = √n, init 0 (:func:`bias_multiplier`).
+      With these, every layer's contribution ‖∂f/∂W_l‖² to the NTK is Θ(1), so the sharpness at init
+      and the function change after one GD step, Δf = −η K (f − y) + O(η²), are Θ(1) and width-
+      independent, and the features move by Θ(1) (feature learning).
+      The output at init is f₀ = m·W h = Θ(n^{-1/2}) → 0 (a sum of n terms of size n^{-1}): this is part
+      of μP, not an artefact of the base width. With a base width n₀ (multipliers in n/n₀) f₀ is
+      multiplied by √(n₀/n) relative to the n₀ net, so f₀(64)/f₀(256) = 2 for every choice of n₀.
+      A parametrisation with a width-independent f₀ *and* NTK is NTK/lazy, not μP (Yang & Hu's
+      dichotomy), so the width-independent quantities of μP are S(θ₀) and Δf, not f₀.
     """
+    _check_parametrization(parametrization)
+    if layer not in ("input", "hidden", "output"):
+        raise ValueError(f"layer must be 'input', 'hidden' or 'output', not {layer!r}")
     if parametrization == "standard":
         return None, 1.0
     if parametrization == "ntk":
         return 1.0, 1.0 / math.sqrt(fan_in)
-    if parametrization == "mup":
-        std = 1.0 / math.sqrt(width)
-        return std, {"input": math.sqrt(width / fan_in), "hidden": 1.0, "output": 1.0 / math.sqrt(width)}[layer]
-    raise ConfigError(f"model.parametrization is {parametrization!r}; allowed: 'standard', 'ntk', 'mup'")
+    if layer == "input":
+        return 1.0 / math.sqrt(width), math.sqrt(width / fan_in)
+    if layer == "hidden":
+        return 1.0 / math.sqrt(fan_in), 1.0
+    return 1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(width)
+
+
+def bias_multiplier(parametrization: str, layer: str, width: int) -> float:
+    """Forward multiplier of a bias: √n for input/hidden layers under μP (vector-like, fan_in 1), else 1."""
+    _check_parametrization(parametrization)
+    return math.sqrt(width) if parametrization == "mup" and layer != "output" else 1.0
 
 
 class FCN(nn.Module):
@@ -122,8 +163,11 @@ class FCN(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         fan_in = in_dim
         for i in range(depth):
-            std, mult = layer_scaling(parametrization, "input" if i == 0 else "hidden", fan_in, width)
-            layers += [ScaledLinear(fan_in, width, bias, std, mult, generator), ACTIVATIONS[activation]()]
+            kind = "input" if i == 0 else "hidden"
+            std, mult = layer_scaling(parametrization, kind, fan_in, width)
+            layers += [ScaledLinear(fan_in, width, bias, std, mult, generator,
+                                    bias_multiplier(parametrization, kind, width)),
+                       ACTIVATIONS[activation]()]
             fan_in = width
         std, mult = layer_scaling(parametrization, "output", fan_in, width)
         layers.append(ScaledLinear(fan_in, out_dim, bias, std, mult, generator))
@@ -182,5 +226,5 @@ def build_model(spec: dict, input_shape: tuple[int, ...], output_dim: int, seed:
     return flat
 
 
-# Further architectures register a builder (spec, input_shape, output_dim, generator) -> nn.Module here.
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+# CNN, ResNet, ViT: builders (spec, input_shape, output_dim, generator) -> nn.Module, by name.
+from .architectures import ARCHITECTURES  # noqa: E402  (architectures.py uses the layers above)

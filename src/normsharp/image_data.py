@@ -1,0 +1,92 @@
+"""MNIST and CIFAR-10 raw loaders through torchvision's dataset classes (files must already be on disk).
+
+Both return the full training pool and the full test set as a :class:`~normsharp.data.RawSplit` of raw
+pixels: uint8 in 0–255, shape (N, 1, 28, 28) resp. (N, 3, 32, 32), labels int64. They stay uint8 on
+purpose (CIFAR-10's pool is 150 MB as uint8, 1.2 GB as float64): :func:`normsharp.data.load_data`
+selects the training subset first and converts to float64 before standardising, so scale and dtype
+of the raw pixels do not matter. Nothing here downloads: :func:`download` does, once, for the
+``download_data`` rule; a missing dataset raises :class:`DataMissingError` saying where it looked
+and the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .data import RawSplit
+from .errors import ConfigError
+
+DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR10"}  # spec name -> torchvision.datasets class
+
+
+class DataMissingError(FileNotFoundError):
+    """A dataset's files are not on disk (or are incomplete); the message says how to fetch them."""
+
+
+def _dataset_class(name: str):
+    if name not in DATASETS:
+        raise ConfigError(f"dataset.name is {name!r}; downloadable: {sorted(DATASETS)}")
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, DATASETS[name])
+
+
+def _missing_message(name: str, root: str, reason: str) -> str:
+    cls = DATASETS[name]
+    where = os.path.join(root, "MNIST", "raw") if name == "mnist" else os.path.join(root, "cifar-10-batches-py")
+    return (
+        f"dataset {name!r} was not found in data_dir {root!r} (looked in {os.path.abspath(where)}; "
+        f"torchvision says: {reason}).\n"
+        f"Fetch it once (needs network):\n"
+        f"    snakemake --cores 1 download_data --configfile <your config>\n"
+        f"or directly:\n"
+        f"    python -c \"import torchvision; torchvision.datasets.{cls}('{root}', download=True)\"\n"
+        f"or point dataset.data_dir at a folder that already holds it."
+    )
+
+
+def _open(name: str, root: str, train: bool):
+    cls = _dataset_class(name)
+    try:
+        return cls(root, train=train, download=False)
+    except RuntimeError as err:  # torchvision: "Dataset not found (or corrupted). You can use download=True ..."
+        if "not found" not in str(err).lower() and "corrupted" not in str(err).lower():
+            raise
+        raise DataMissingError(_missing_message(name, root, str(err))) from None
+
+
+def _as_numpy(a) -> np.ndarray:
+    return a.numpy() if hasattr(a, "numpy") else np.asarray(a)
+
+
+def load_mnist(spec: dict) -> RawSplit:
+    """MNIST from ``spec['data_dir']`` (default 'data'): 60000 train / 10000 test, x uint8 (N, 1, 28, 28)."""
+    root = str(spec.get("data_dir", "data"))
+    train, test = _open("mnist", root, True), _open("mnist", root, False)
+    return RawSplit(
+        _as_numpy(train.data)[:, None, :, :], _as_numpy(train.targets).astype(np.int64),
+        _as_numpy(test.data)[:, None, :, :], _as_numpy(test.targets).astype(np.int64),
+        num_classes=10,
+    )
+
+
+def load_cifar10(spec: dict) -> RawSplit:
+    """CIFAR-10 from ``spec['data_dir']`` (default 'data'): 50000 train / 10000 test, x uint8 (N, 3, 32, 32)."""
+    root = str(spec.get("data_dir", "data"))
+    train, test = _open("cifar10", root, True), _open("cifar10", root, False)
+    return RawSplit(
+        np.ascontiguousarray(train.data.transpose(0, 3, 1, 2)), np.asarray(train.targets, dtype=np.int64),
+        np.ascontiguousarray(test.data.transpose(0, 3, 1, 2)), np.asarray(test.targets, dtype=np.int64),
+        num_classes=10,
+    )
+
+
+def download(name: str, data_dir: str = "data") -> str:
+    """Fetch ``name`` ('mnist' or 'cifar10') into ``data_dir`` with torchvision (no-op if present); returns data_dir."""
+    cls = _dataset_class(name)
+    os.makedirs(data_dir, exist_ok=True)
+    for train in (True, False):
+        cls(str(data_dir), train=train, download=True)
+    return str(data_dir)
