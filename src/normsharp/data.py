@@ -146,7 +146,8 @@ def load_data(spec: dict, loss: str, dtype: torch.dtype = torch.float64, device:
     """Build the dataset named by ``spec['name']`` for ``loss`` ('mse' or 'ce').
 
     spec keys: ``name``; ``n_train`` (size of the training subset); ``subset`` ('first' or
-    'balanced'); ``n_test`` (optional cap on the test set); plus loader-specific keys.
+    'balanced'); ``n_test`` (optional cap on the test set); ``standardise`` (default true; false keeps
+    raw inputs, e.g. for the single-point diagonal-network problem); plus loader-specific keys.
     """
     name = spec.get("name")
     if name not in RAW_LOADERS:
@@ -166,7 +167,9 @@ def load_data(spec: dict, loss: str, dtype: torch.dtype = torch.float64, device:
     x_train, t_train = raw.x_train[idx], raw.t_train[idx]
     n_test = spec.get("n_test")
     x_test, t_test = (raw.x_test, raw.t_test) if n_test is None else (raw.x_test[: int(n_test)], raw.t_test[: int(n_test)])
-    x_train, x_test = standardise(x_train.astype(np.float64), x_test.astype(np.float64))
+    x_train, x_test = x_train.astype(np.float64), x_test.astype(np.float64)
+    if spec.get("standardise", True):
+        x_train, x_test = standardise(x_train, x_test)
 
     def targets(t: np.ndarray) -> torch.Tensor:
         if raw.num_classes is None:

@@ -1,0 +1,20 @@
+# normsharp: norm versus sharpness at the Edge of Stability (arXiv 2505.21423).
+# Usage: snakemake --cores 2 [--configfile config/experiments/NAME.yaml]
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{R}/runs.parquet",
+        f"{R}/trajectories.parquet",
+        FIGURE_FILES,
+    default_target: True

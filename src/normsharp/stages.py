@@ -1,0 +1,245 @@
+"""The workflow's stages as plain functions over paths and dicts (the Snakemake scripts only call these).
+
+Files of one run directory: ``result.json`` (status, steps, η, η_c, …), ``theta.pt`` (final θ),
+``trajectory.parquet`` (step, time, train_loss, sharpness), then ``geometry.json`` and ``test.json``.
+Every file is written to a temporary name and renamed, so a killed job leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .checkpoint import Checkpoint
+from .data import Data, load_data
+from .dynamics import DIVERGED, run_gd, run_gradient_flow
+from .eigen import hutchinson_trace, lanczos
+from .metrics import evaluate, norms
+from .models import build_model
+from .numerics import setup_numerics
+from .objective import NetObjective
+
+log = logging.getLogger("normsharp")
+
+TRAJECTORY_COLUMNS = ["step", "time", "train_loss", "sharpness"]
+
+
+def log_to(path) -> None:
+    """Send the library's log, and the traceback of an uncaught error, to a job's log file."""
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+
+    def hook(kind, value, tb):
+        log.error("".join(traceback.format_exception(kind, value, tb)))
+        sys.__excepthook__(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def _atomic(path: str | os.PathLike, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path, obj: dict) -> None:
+    _atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=float)))
+
+
+def read_json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def save_tensor(path, theta: torch.Tensor) -> None:
+    _atomic(path, lambda p: torch.save(theta.detach().cpu(), p))
+
+
+def write_trajectory(path, rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS).astype(
+        {"step": "int64", "time": "float64", "train_loss": "float64", "sharpness": "float64"})
+    _atomic(path, lambda p: frame.to_parquet(p, index=False))
+
+
+def prepare_data(spec: dict, loss: str, out_path) -> None:
+    """Load, subset and standardise the dataset once (float64 on CPU); every later stage reads this file."""
+    data = load_data(spec, loss, dtype=torch.float64, device="cpu")
+    _atomic(out_path, lambda p: torch.save(vars(data), p))
+
+
+def load_prepared(path, device: torch.device, dtype: torch.dtype) -> Data:
+    """The prepared dataset on ``device`` (inputs and real targets in ``dtype``, labels stay integer)."""
+    fields = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        t = fields[key]
+        fields[key] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+    return Data(**fields)
+
+
+def init_model(data_path, model_spec: dict, seed: int, out_path) -> None:
+    """θ₀ for (model, seed), saved with the model spec so later stages rebuild the same function."""
+    data = load_prepared(data_path, torch.device("cpu"), torch.float64)
+    model = build_model(model_spec, data.input_shape, data.output_dim, seed)
+    _atomic(out_path, lambda p: torch.save({"theta0": model.theta0, "model": model_spec, "seed": seed,
+                                            "num_params": model.num_params}, p))
+    log.info("init_model %s seed=%d: %d parameters", model_spec.get("arch"), seed, model.num_params)
+
+
+class Problem:
+    """Data, model and θ₀ of one (setup, seed) on the configured device, with the training objective."""
+
+    def __init__(self, data_path, init_path, loss: str, numerics: dict):
+        self.device, self.dtype = setup_numerics(numerics.get("device", "auto"), numerics.get("dtype", "float64"),
+                                                 numerics.get("threads"))
+        self.data = load_prepared(data_path, self.device, self.dtype)
+        saved = torch.load(init_path, map_location="cpu", weights_only=False)
+        self.model = build_model(saved["model"], self.data.input_shape, self.data.output_dim, saved["seed"])
+        self.model.to(self.dtype, self.device)
+        self.theta0 = saved["theta0"].to(device=self.device, dtype=self.dtype)
+        self.objective = NetObjective(self.model, self.data.x_train, self.data.y_train, loss,
+                                      chunk_size=numerics.get("chunk_size"))
+
+    def load_theta(self, path) -> torch.Tensor:
+        return torch.load(path, map_location="cpu", weights_only=True).to(device=self.device, dtype=self.dtype)
+
+
+def _run_record(res, identity: dict, wall: float) -> dict:
+    return {**identity, "status": res.status, "steps": res.steps, "train_loss": res.train_loss, "time": res.time,
+            "n_grad": res.n_grad, "n_hvp": res.n_hvp, "wall_seconds": wall}
+
+
+def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dict, identity: dict, out_dir) -> None:
+    """The gradient-flow reference: s_GF, η_c = 2/s_GF, t_ε, final θ and trajectory."""
+    out = Path(out_dir)
+    p = Problem(data_path, init_path, loss, numerics)
+    ck = Checkpoint(out / "checkpoint.pt", settings.get("checkpoint_every", 0),
+                    {**settings, **numerics, "loss": loss})
+    start = time.monotonic()
+    res = run_gradient_flow(p.objective, p.theta0, loss_threshold=settings["loss_threshold"],
+                            max_steps=settings["max_steps"], alpha=settings["alpha"],
+                            sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
+                            log_every=settings["log_every"],
+                            divergence_factor=settings["divergence_factor"], checkpoint=ck)
+    record = {**_run_record(res, identity, time.monotonic() - start), "method": "gf", "eta": math.nan,
+              "eta_c": res.eta_c, "s_gf": res.s_gf, "final_sharpness": res.final_sharpness}
+    save_tensor(out / "theta.pt", res.theta)
+    write_trajectory(out / "trajectory.parquet", res.trajectory)
+    write_json(out / "result.json", record)
+    ck.remove()
+
+
+def resolve_eta(eta_spec: dict, eta_c: float) -> float:
+    """η from {'relative': r} (η = r·η_c) or {'absolute': η}."""
+    if "relative" in eta_spec:
+        return float(eta_spec["relative"]) * eta_c
+    return float(eta_spec["absolute"])
+
+
+def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, settings: dict, numerics: dict,
+             identity: dict, out_dir) -> None:
+    """Full-batch GD at one η from θ₀ until L < ε (or max_steps, or divergence)."""
+    out = Path(out_dir)
+    gf = read_json(gf_result_path)
+    eta = resolve_eta(eta_spec, gf["eta_c"])
+    p = Problem(data_path, init_path, loss, numerics)
+    ck = Checkpoint(out / "checkpoint.pt", settings.get("checkpoint_every", 0),
+                    {**settings, **numerics, "loss": loss, "eta": eta})
+    start = time.monotonic()
+    res = run_gd(p.objective, p.theta0, eta, loss_threshold=settings["loss_threshold"],
+                 max_steps=settings["max_steps"], log_every=settings["log_every"],
+                 sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
+                 divergence_factor=settings["divergence_factor"],
+                 checkpoint=ck)
+    record = {**_run_record(res, identity, time.monotonic() - start), "method": "gd", "eta": eta,
+              "eta_c": gf["eta_c"], "s_gf": gf["s_gf"], **{f"eta_{k}": v for k, v in eta_spec.items()}}
+    save_tensor(out / "theta.pt", res.theta)
+    write_trajectory(out / "trajectory.parquet", res.trajectory)
+    write_json(out / "result.json", record)
+    ck.remove()
+
+
+def evaluate_geometry(data_path, init_path, run_dir, loss: str, settings: dict, numerics: dict, out_path) -> None:
+    """Sharpness (signed max|λ|), top-k eigenvalues, Hutchinson trace and norms of a run's end point."""
+    run_dir = Path(run_dir)
+    status = read_json(run_dir / "result.json")["status"]
+    p = Problem(data_path, init_path, loss, numerics)
+    theta = p.load_theta(run_dir / "theta.pt")
+    record = {**norms(theta, p.theta0), "sharpness": math.nan, "top_eigenvalues": [], "trace": math.nan,
+              "trace_stderr": math.nan, "n_hvp": 0}
+    if status != DIVERGED:
+        hvp = p.objective.hessian_at(theta)
+        eig = lanczos(hvp, p.objective.dim, k=settings["top_k"], tol=settings["tol"], max_iter=settings["max_iter"],
+                      dtype=p.dtype, device=p.device)
+        tr = hutchinson_trace(hvp, p.objective.dim, n_samples=settings["trace_samples"], dtype=p.dtype,
+                              device=p.device)
+        record.update(sharpness=eig.value, top_eigenvalues=[float(v) for v in eig.values], trace=tr.value,
+                      trace_stderr=tr.stderr, n_hvp=eig.n_matvec + tr.n_matvec, sharpness_converged=eig.converged)
+        log.info("geometry %s: sharpness=%.6g (%d HVPs) l1=%.6g", run_dir, eig.value, eig.n_matvec, record["l1_norm"])
+    write_json(out_path, record)
+
+
+def evaluate_test(data_path, init_path, run_dir, loss: str, numerics: dict, out_path) -> None:
+    """Train and test loss and accuracy of a run's end point (NaN where the run diverged to non-finite θ)."""
+    run_dir = Path(run_dir)
+    p = Problem(data_path, init_path, loss, numerics)
+    theta = p.load_theta(run_dir / "theta.pt")
+    test = evaluate(p.objective, theta, p.data.x_test, p.data.y_test, p.data.num_classes)
+    train = evaluate(p.objective, theta, p.data.x_train, p.data.y_train, p.data.num_classes)
+    write_json(out_path, {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
+                          "train_accuracy": train["accuracy"]})
+
+
+RUN_COLUMNS = {
+    "experiment": "string", "setup": "string", "dataset": "string", "arch": "string", "loss": "string",
+    "seed": "int64", "method": "string", "eta": "float64", "eta_c": "float64", "s_gf": "float64",
+    "eta_over_eta_c": "float64", "regime": "string", "status": "string", "steps": "int64",
+    "train_loss": "float64", "test_loss": "float64", "test_accuracy": "float64", "sharpness": "float64",
+    "l1_norm": "float64", "l2_norm": "float64", "dist_to_init": "float64", "trace": "float64",
+    "train_accuracy": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64", "wall_seconds": "float64",
+}
+
+
+def regime(method: str, eta: float, eta_c: float) -> str:
+    """'gf' for the reference; 'flow-aligned' if η < η_c else 'eos'."""
+    if method == "gf":
+        return "gf"
+    return "flow-aligned" if eta < eta_c else "eos"
+
+
+def aggregate(run_dirs: list, out_runs, out_trajectories) -> None:
+    """One row per run into runs.parquet; all trajectories, long form, into trajectories.parquet."""
+    rows, trajectories = [], []
+    for run_dir in map(Path, run_dirs):
+        result = read_json(run_dir / "result.json")
+        geometry = read_json(run_dir / "geometry.json")
+        test = read_json(run_dir / "test.json")
+        row = {**result, **test, **{k: v for k, v in geometry.items() if k != "n_hvp"}}
+        row["n_hvp"] = result["n_hvp"] + geometry["n_hvp"]
+        row["eta_over_eta_c"] = row["eta"] / row["eta_c"]
+        row["regime"] = regime(row["method"], row["eta"], row["eta_c"])
+        rows.append(row)
+        traj = pd.read_parquet(run_dir / "trajectory.parquet")
+        for key in ("experiment", "setup", "seed", "method", "eta"):
+            traj.insert(0, key, row[key])
+        trajectories.append(traj)
+    runs = pd.DataFrame(rows)
+    extra = [c for c in runs.columns if c not in RUN_COLUMNS and c != "top_eigenvalues"]
+    runs = runs[list(RUN_COLUMNS) + ["top_eigenvalues"] + extra].astype(RUN_COLUMNS)
+    runs = runs.sort_values(["setup", "seed", "method", "eta"], na_position="first").reset_index(drop=True)
+    traj = pd.concat(trajectories, ignore_index=True).astype(
+        {"experiment": "string", "setup": "string", "seed": "int64", "method": "string", "eta": "float64"})
+    _atomic(out_runs, lambda p: runs.to_parquet(p, index=False))
+    _atomic(out_trajectories, lambda p: traj.to_parquet(p, index=False))
+    log.info("aggregate: %d runs, %d trajectory rows", len(runs), len(traj))

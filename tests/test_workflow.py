@@ -1,0 +1,162 @@
+"""The workflow through the snakemake CLI: a reduced quickstart, its outputs, and what a config edit reruns."""
+
+import copy
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+REDUCED = {
+    "experiment": "mini",
+    "dtype": "float64",
+    "device": "cpu",
+    "setups": {
+        "a": {
+            "dataset": {"name": "digits", "n_train": 50},
+            "model": {"arch": "fcn", "width": 12, "depth": 2, "activation": "tanh"},
+            "loss": "mse",
+            "loss_threshold": 0.05,
+        },
+        "b": {
+            "dataset": {"name": "digits", "n_train": 40},
+            "model": {"arch": "fcn", "width": 8, "depth": 1, "activation": "tanh"},
+            "loss": "mse",
+            "loss_threshold": 0.05,
+            "eta": {"relative": [0.5, 2.0]},
+        },
+    },
+    "eta": {"relative": [0.5, 2.0, 40.0]},  # 40 η_c diverges
+    "gd": {"max_steps": 20000, "checkpoint_every": 500},
+    "geometry": {"top_k": 3, "trace_samples": 5},
+}
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
+    if config is not None:
+        (workdir / "config").mkdir(exist_ok=True)
+        (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def planned_jobs(workdir: Path, config: dict) -> dict[str, int]:
+    """Rule → count of the jobs a dry run schedules for ``config`` ({} when nothing is to be done)."""
+    out = snakemake(workdir, "-n", config=config)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("total")[0]
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M)}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    out = snakemake(workdir, config=REDUCED)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return workdir
+
+
+def test_runs_parquet_follows_the_contract(finished):
+    runs = pd.read_parquet(finished / "results/mini/runs.parquet")
+    contract = {
+        "experiment": "string", "setup": "string", "dataset": "string", "arch": "string", "loss": "string",
+        "seed": "int64", "method": "string", "eta": "float64", "eta_c": "float64", "s_gf": "float64",
+        "eta_over_eta_c": "float64", "regime": "string", "status": "string", "steps": "int64",
+        "train_loss": "float64", "test_loss": "float64", "test_accuracy": "float64", "sharpness": "float64",
+        "l1_norm": "float64", "l2_norm": "float64",
+    }
+    for column, dtype in contract.items():
+        assert str(runs[column].dtype) == dtype, column
+    assert len(runs) == (1 + 3) + (1 + 2)
+    gf = runs[runs.method == "gf"]
+    assert set(gf.regime) == {"gf"} and gf.eta.isna().all() and (gf.status == "converged").all()
+    assert (gf.eta_c * gf.s_gf).round(12).eq(2).all()
+    gd = runs[runs.method == "gd"]
+    assert set(gd.regime) == {"flow-aligned", "eos"}
+    assert ((gd.eta_over_eta_c < 1) == (gd.regime == "flow-aligned")).all()
+    diverged = gd[gd.eta_over_eta_c > 10]
+    assert list(diverged.status) == ["diverged"] and diverged.sharpness.isna().all()
+    ok = gd[gd.status == "converged"]
+    assert (ok.train_loss < 0.05).all() and ok.sharpness.notna().all() and (ok.test_accuracy > 0.3).all()
+    eos = ok[ok.eta_over_eta_c == 2.0]
+    assert (eos.sharpness < 0.8 * eos.s_gf).all()  # GD above η_c ends flatter than the flow ever was
+
+
+def test_trajectories_parquet(finished):
+    traj = pd.read_parquet(finished / "results/mini/trajectories.parquet")
+    for column in ("setup", "seed", "method", "eta", "step", "time", "train_loss", "sharpness"):
+        assert column in traj
+    assert set(traj.method) == {"gd", "gf"} and traj.sharpness.notna().any()
+    first = traj[(traj.setup == "a") & (traj.method == "gd")].groupby("eta").step.min()
+    assert (first == 0).all()
+
+
+def test_figures_and_report(finished):
+    figures = finished / "results/mini/figures"
+    for name in ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories"):
+        for ext in ("png", "pdf"):
+            assert (figures / f"{name}.{ext}").stat().st_size > 1000
+    out = snakemake(finished, "--report", str(finished / "report.html"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (finished / "report.html").stat().st_size > 10_000
+
+
+def test_logs_show_progress(finished):
+    gd_log = next((finished / "results/mini/logs/train_gd/a/seed0").glob("*.log")).read_text()
+    assert "step=0 " in gd_log and "sharpness=" in gd_log and "converged" not in gd_log.split("step=0")[0]
+
+
+def test_no_change_schedules_nothing(finished):
+    assert planned_jobs(finished, REDUCED) == {}
+
+
+def test_adding_one_eta_schedules_only_its_jobs(finished):
+    cfg = copy.deepcopy(REDUCED)
+    cfg["setups"]["b"]["eta"]["relative"].append(1.0)
+    assert planned_jobs(finished, cfg) == {
+        "train_gd": 1, "evaluate_geometry": 1, "evaluate_test": 1, "aggregate": 1, "figures": 1, "all": 1}
+
+
+def test_figure_option_schedules_only_figures(finished):
+    cfg = copy.deepcopy(REDUCED)
+    cfg["figures"] = {"dpi": 90}
+    assert planned_jobs(finished, cfg) == {"figures": 1, "all": 1}
+
+
+@pytest.mark.parametrize("edit", ["loss_threshold", "width"])
+def test_setup_edit_schedules_that_setup_alone(finished, edit):
+    cfg = copy.deepcopy(REDUCED)
+    if edit == "loss_threshold":
+        cfg["setups"]["b"]["loss_threshold"] = 0.04
+        expected = {"gradient_flow": 1, "train_gd": 2, "evaluate_geometry": 3, "evaluate_test": 3}
+    else:
+        cfg["setups"]["b"]["model"]["width"] = 9
+        expected = {"init_model": 1, "gradient_flow": 1, "train_gd": 2, "evaluate_geometry": 3, "evaluate_test": 3}
+    assert planned_jobs(finished, cfg) == {**expected, "aggregate": 1, "figures": 1, "all": 1}
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda c: c["setups"]["a"]["model"].update(arch="fcnx"), "arch"),
+        (lambda c: c["setups"]["a"].pop("loss_threshold"), "loss_threshold"),
+        (lambda c: c.update(eta={"relative": [-1.0]}), "relative"),
+        (lambda c: c["gd"].update(max_step=10), "max_step"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, edit, needle):
+    cfg = copy.deepcopy(REDUCED)
+    edit(cfg)
+    out = snakemake(tmp_path, "-n", config=cfg)
+    assert out.returncode != 0 and needle in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()

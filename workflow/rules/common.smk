@@ -1,0 +1,99 @@
+# Config inheritance and validation, paths, the η grid, and each job's own slice of the config.
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+# Scripts import the library from this checkout (also inside conda envs and on cluster nodes).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
+)
+
+# A setup inherits the experiment's eta/gd/gf and overrides single keys; defaults are filled afterwards.
+for _setup in (config.get("setups") or {}).values():
+    if isinstance(_setup, dict):
+        _setup.setdefault("eta", config.get("eta"))
+        for _key in ("gd", "gf"):
+            _setup[_key] = {**(config.get(_key) or {}), **(_setup.get(_key) or {})}
+validate(config, "../schemas/config.schema.yaml")
+
+R = f"{config['results_dir']}/{config['experiment']}"
+RUN = f"{R}/{{setup}}/seed{{seed}}/{{run}}"
+NUMERICS = {k: config[k] for k in ("device", "dtype", "threads", "chunk_size")}
+FIGURE_NAMES = [
+    "sharpness_vs_eta",
+    "norms_vs_eta",
+    "test_loss_vs_eta",
+    "sharpness_norm_tradeoff",
+    "trajectories",
+]
+FIGURE_FILES = [f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
+
+
+wildcard_constraints:
+    setup="[A-Za-z0-9_.-]+",
+    seed=r"\d+",
+    run=r"gf|[ra][0-9.e+-]+",
+
+
+def setup_of(wildcards):
+    return config["setups"][wildcards.setup]
+
+
+def gd_runs(setup):
+    """Run names of a setup's GD sweep: r<multiple of η_c> or a<absolute η>."""
+    grid = config["setups"][setup]["eta"]
+    names = [f"r{float(r)!r}" for r in grid.get("relative", [])]
+    names += [f"a{float(a)!r}" for a in grid.get("absolute", [])]
+    return list(dict.fromkeys(names))
+
+
+def eta_spec(wildcards):
+    value = float(wildcards.run[1:])
+    return {"relative": value} if wildcards.run[0] == "r" else {"absolute": value}
+
+
+def all_run_dirs():
+    return [
+        f"{R}/{s}/seed{seed}/{run}"
+        for s, cfg in config["setups"].items()
+        for seed in cfg["seeds"]
+        for run in ["gf", *gd_runs(s)]
+    ]
+
+
+def dataset_spec(wildcards):
+    spec = dict(setup_of(wildcards)["dataset"])
+    if spec["name"] in ("mnist", "cifar10"):
+        spec["data_dir"] = config["data_dir"]
+    return spec
+
+
+def identity(wildcards):
+    s = setup_of(wildcards)
+    return {
+        "experiment": config["experiment"],
+        "setup": wildcards.setup,
+        "dataset": s["dataset"]["name"],
+        "arch": s["model"]["arch"],
+        "loss": s["loss"],
+        "seed": int(wildcards.seed),
+    }
+
+
+def dynamics_settings(key):
+    """The gd or gf settings of the job's setup, with its ε."""
+
+    def settings(wildcards):
+        s = setup_of(wildcards)
+        return {**s[key], "loss_threshold": s["loss_threshold"]}
+
+    return settings
+
+
+def data_file(wildcards):
+    return f"{R}/{wildcards.setup}/data.pt"
+
+
+def init_file(wildcards):
+    return f"{R}/{wildcards.setup}/seed{wildcards.seed}/init.pt"

@@ -1,0 +1,38 @@
+rule evaluate_geometry:
+    input:
+        data=data_file,
+        init=init_file,
+        result=f"{RUN}/result.json",
+        theta=f"{RUN}/theta.pt",
+    output:
+        f"{RUN}/geometry.json",
+    params:
+        loss=lambda w: setup_of(w)["loss"],
+        settings=config["geometry"],
+        numerics=NUMERICS,
+    threads: config["threads"]
+    log:
+        f"{R}/logs/evaluate_geometry/{{setup}}/seed{{seed}}/{{run}}.log",
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/evaluate_geometry.py"
+
+
+rule evaluate_test:
+    input:
+        data=data_file,
+        init=init_file,
+        result=f"{RUN}/result.json",
+        theta=f"{RUN}/theta.pt",
+    output:
+        f"{RUN}/test.json",
+    params:
+        loss=lambda w: setup_of(w)["loss"],
+        numerics=NUMERICS,
+    log:
+        f"{R}/logs/evaluate_test/{{setup}}/seed{{seed}}/{{run}}.log",
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/evaluate_test.py"

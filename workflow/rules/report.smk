@@ -1,0 +1,44 @@
+rule aggregate:
+    input:
+        [
+            f"{d}/{f}"
+            for d in all_run_dirs()
+            for f in ("result.json", "geometry.json", "test.json", "trajectory.parquet")
+        ],
+    output:
+        runs=f"{R}/runs.parquet",
+        trajectories=f"{R}/trajectories.parquet",
+    params:
+        run_dirs=all_run_dirs(),
+    log:
+        f"{R}/logs/aggregate.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/aggregate.py"
+
+
+rule figures:
+    input:
+        runs=f"{R}/runs.parquet",
+        trajectories=f"{R}/trajectories.parquet",
+    output:
+        [
+            report(
+                f"{R}/figures/{name}.{ext}",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+                subcategory=ext.upper(),
+            )
+            for name in FIGURE_NAMES
+            for ext in ("png", "pdf")
+        ],
+    params:
+        options=config["figures"],
+        out_dir=f"{R}/figures",
+    log:
+        f"{R}/logs/figures.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/figures.py"
