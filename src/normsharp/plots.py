@@ -128,24 +128,17 @@ def draw_all(runs_path, trajectories_path, out_dir, options: dict) -> list[Path]
             written.append(out_dir / f"{name}.{fmt}")
         plt.close(fig)
 
-    fig, axes = _panels(setups)
-    for ax, s in zip(axes[0], setups):
-        sharpness_vs_eta(runs, ax, s)
-    save(fig, "sharpness_vs_eta")
-    fig, axes = _panels(setups, rows=2)
-    for j, s in enumerate(setups):
-        norms_vs_eta(runs, axes[:, j], s)
-    save(fig, "norms_vs_eta")
-    fig, axes = _panels(setups)
-    for ax, s in zip(axes[0], setups):
-        test_loss_vs_eta(runs, ax, s)
-    save(fig, "test_loss_vs_eta")
-    fig, axes = _panels(setups)
-    for ax, s in zip(axes[0], setups):
-        tradeoff(runs, ax, s)
-    save(fig, "sharpness_norm_tradeoff")
-    fig, axes = _panels(setups, rows=2)
-    for j, s in enumerate(setups):
-        trajectories(runs, traj, axes[:, j], s, options.get("trajectory_ratios", [0.5, 1.0, 2.0, 4.0]))
-    save(fig, "trajectories")
+    ratios = options.get("trajectory_ratios", [0.5, 1.0, 2.0, 4.0])
+    drawers = [  # (figure, panel rows, draw(column of axes, setup))
+        ("sharpness_vs_eta", 1, lambda col, s: sharpness_vs_eta(runs, col[0], s)),
+        ("norms_vs_eta", 2, lambda col, s: norms_vs_eta(runs, col, s)),
+        ("test_loss_vs_eta", 1, lambda col, s: test_loss_vs_eta(runs, col[0], s)),
+        ("sharpness_norm_tradeoff", 1, lambda col, s: tradeoff(runs, col[0], s)),
+        ("trajectories", 2, lambda col, s: trajectories(runs, traj, col, s, ratios)),
+    ]
+    for name, rows, draw in drawers:
+        fig, axes = _panels(setups, rows)
+        for j, setup in enumerate(setups):
+            draw(axes[:, j], setup)
+        save(fig, name)
     return written
