@@ -168,6 +168,17 @@ class KilledAfter:
             raise Interrupt
         return self.objective.loss_and_grad(theta)
 
+    def in_place_gradient(self, theta):
+        step = self.objective.in_place_gradient(theta)
+
+        def counted():
+            self.calls -= 1
+            if self.calls < 0:
+                raise Interrupt
+            return step()
+
+        return counted
+
     def hessian_at(self, theta):
         return self.objective.hessian_at(theta)
 

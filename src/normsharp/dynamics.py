@@ -86,13 +86,14 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
     """
     state = checkpoint.load() if checkpoint else None
     if state is None:
-        state = dict(step=0, theta=theta0.detach().clone(), trajectory=[], n_grad=0, n_hvp=0, vec=None, loss0=None)
-    theta, vec = state["theta"].to(theta0), state["vec"]
+        state = dict(step=0, theta=theta0.detach(), trajectory=[], n_grad=0, n_hvp=0, vec=None, loss0=None)
+    theta, vec = state["theta"].to(theta0).clone(), state["vec"]  # θ is updated in place: own the buffer
     step, trajectory, n_grad, n_hvp, loss0 = (state[k] for k in ("step", "trajectory", "n_grad", "n_hvp", "loss0"))
     progress = _Progress(f"gd eta={eta:.6g}", progress_seconds)
+    loss_and_grad = objective.in_place_gradient(theta)
     s = math.nan
     while True:
-        loss_t, grad = objective.loss_and_grad(theta)
+        loss_t, grad = loss_and_grad()
         n_grad += 1
         loss = float(loss_t)
         loss0 = loss if loss0 is None else loss0
@@ -107,7 +108,7 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
         progress(step, loss, s, force=status is not None or step == 0)
         if status is not None:
             return RunResult(status, step, theta, loss, step * eta, trajectory, n_grad, n_hvp, vec)
-        theta = theta - eta * grad
+        theta.add_(grad, alpha=-eta)
         step += 1
         if checkpoint and checkpoint.due(step):
             checkpoint.save(dict(step=step, theta=theta, trajectory=trajectory, n_grad=n_grad, n_hvp=n_hvp,
@@ -124,7 +125,7 @@ def rk4_step(objective: Objective, theta: torch.Tensor, grad: torch.Tensor, h: f
 
 
 def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
-                      alpha: float = 1.0, sharpness_every: int = 5, sharpness_tol: float = 1e-4,
+                      alpha: float = 1.0, sharpness_every: int = 5, sharpness_tol: float = 1e-5,
                       log_every: int = 10, divergence_factor: float = 1e3, checkpoint: Checkpoint | None = None,
                       progress_seconds: float = 10.0) -> FlowResult:
     """Gradient flow from θ₀ by RK4 at step α/S until L < ε; returns t_ε, s_GF, η_c = 2/s_GF.

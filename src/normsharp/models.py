@@ -59,8 +59,20 @@ class FlatModel:
         return self
 
     def _bind(self, theta: torch.Tensor) -> None:
-        for (mod, name), chunk, shape in zip(self._slots, theta.split(self.numels), self.shapes):
-            mod.__dict__[name] = chunk.view(shape)
+        self.bind_tensors([chunk.view(shape) for chunk, shape in zip(theta.split(self.numels), self.shapes)])
+
+    def bind_tensors(self, tensors: list[torch.Tensor]) -> None:
+        """Make ``tensors`` (one per parameter, in order) the module's parameters until the next bind."""
+        for (mod, name), tensor in zip(self._slots, tensors):
+            mod.__dict__[name] = tensor
+
+    def is_bound_to(self, tensors: list[torch.Tensor]) -> bool:
+        """Whether the module's parameters are currently ``tensors`` (by identity)."""
+        return all(mod.__dict__.get(name) is t for (mod, name), t in zip(self._slots, tensors))
+
+    def leaf_views(self, theta: torch.Tensor) -> list[torch.Tensor]:
+        """One leaf tensor per parameter that shares θ's storage: in-place updates of θ show through."""
+        return [c.view(s).detach().requires_grad_(True) for c, s in zip(theta.split(self.numels), self.shapes)]
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named views of θ, one per parameter tensor."""

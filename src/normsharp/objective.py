@@ -1,6 +1,7 @@
 """Training objectives L(θ), their gradients and Hessian-vector products.
 
-An objective is anything with ``loss_and_grad(θ) -> (L, ∇L)`` and ``hessian_at(θ) -> v ↦ ∇²L(θ)v``.
+An objective is anything with ``loss_and_grad(θ) -> (L, ∇L)``, ``hessian_at(θ) -> v ↦ ∇²L(θ)v`` and
+``in_place_gradient(θ)`` (the same gradient for a θ updated in place, GD's inner loop).
 :class:`NetObjective` is the full-batch loss of a :class:`~normsharp.models.FlatModel` on a dataset
 (optionally accumulated over chunks, which gives the same value and gradient); :class:`Quadratic` is
 L(θ) = ½ θᵀAθ − bᵀθ, used as an exact reference.
@@ -37,6 +38,8 @@ class Objective(Protocol):
     def loss_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def loss(self, theta: torch.Tensor) -> torch.Tensor: ...
+
+    def in_place_gradient(self, theta: torch.Tensor) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]: ...
 
     def hessian_at(self, theta: torch.Tensor) -> HVP: ...
 
@@ -84,6 +87,29 @@ class NetObjective:
             grad += gc
         return total, grad
 
+    def in_place_gradient(self, theta: torch.Tensor) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        """() ↦ (L(θ), ∇L(θ)) at the current value of a θ that the caller updates in place (GD's loop).
+
+        The module gets leaf views of θ's storage once (again only if something else rebound it), so a
+        call is one forward and one backward pass per chunk, with no per-call slicing of θ; ∇L is written
+        into one reused flat buffer, valid until the next call. Same values as :meth:`loss_and_grad`.
+        """
+        leaves = self.model.leaf_views(theta)
+        grad = torch.empty_like(theta)
+
+        def loss_and_grad() -> tuple[torch.Tensor, torch.Tensor]:
+            if not self.model.is_bound_to(leaves):
+                self.model.bind_tensors(leaves)
+            total = theta.new_zeros(())
+            grad.zero_()
+            for xc, yc in self.chunks:
+                lc = self.loss_sum(self.model.module(xc), yc) / self.n
+                total += lc.detach()
+                grad.add_(torch.cat([g.reshape(-1) for g in torch.autograd.grad(lc, leaves)]))
+            return total, grad
+
+        return loss_and_grad
+
     def hessian_at(self, theta: torch.Tensor) -> HVP:
         """v ↦ ∇²L(θ) v by double backward."""
         theta = theta.detach().requires_grad_(True)
@@ -125,6 +151,9 @@ class Quadratic:
     def loss_and_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a_theta = self.a @ theta
         return 0.5 * theta @ a_theta - self.b @ theta, a_theta - self.b
+
+    def in_place_gradient(self, theta: torch.Tensor) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        return lambda: self.loss_and_grad(theta)
 
     def hessian_at(self, theta: torch.Tensor) -> HVP:
         return lambda v: self.a @ v
