@@ -24,23 +24,23 @@ DRY_RUNS = """
 import sys
 from snakemake.cli import main
 for args in map(str.split, sys.argv[1:]):
-    print("=== " + " ".join(args), file=sys.stderr, flush=True)
+    print("=== " + " ".join(args), flush=True)
     sys.argv = ["snakemake", "-n", "--cores", "1", *args]
     try:
         main()
     except SystemExit as stop:
-        print(f"=== exit {stop.code}", file=sys.stderr, flush=True)
+        print(f"=== exit {stop.code}", flush=True)
 """
 
 
 def dry_runs(workdir: Path, arg_lists: list[list[str]]) -> list[tuple[int, str]]:
     """(exit code, output) of `snakemake -n` for each argument list, in one Python process."""
     common = ["-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    out = subprocess.run([sys.executable, "-c", DRY_RUNS, *(" ".join(common + a) for a in arg_lists)],
-                         capture_output=True, text=True, timeout=300)
-    sections = out.stderr.split("=== ")[1:]
+    out = subprocess.run([sys.executable, "-u", "-c", DRY_RUNS, *(" ".join(common + a) for a in arg_lists)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)  # -u: in order
+    sections = out.stdout.split("=== ")[1:]
     results = [(int(end.split()[1]), text) for text, end in zip(sections[0::2], sections[1::2])]
-    assert len(results) == len(arg_lists), out.stderr[-3000:]
+    assert len(results) == len(arg_lists), out.stdout[-3000:]
     return results
 
 
@@ -53,7 +53,7 @@ def test_the_eight_experiment_configs_validate_and_build_their_dags(tmp_path):
     names = [p.stem for p in EXPERIMENTS]
     assert names == sorted(["mnist5k-fcn-mse", "cifar10-5k-fcn-ce", "cifar10-5k-fcn-mse", "architectures",
                             "init-scale", "loss-threshold", "mup-width", "dataset-size"])
-    args = [["--configfile", str(p)] for p in EXPERIMENTS] + [["--configfile", str(EXPERIMENTS[0]), "download_data"]]
+    args = [["--configfile", str(p)] for p in EXPERIMENTS] + [["download_data", "--configfile", str(EXPERIMENTS[0])]]
     results = dry_runs(tmp_path, args)  # no data is needed to plan the jobs
     for path, (code, text) in zip(EXPERIMENTS, results):
         assert code == 0, f"{path.name}:\n{text[-3000:]}"

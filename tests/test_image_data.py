@@ -87,3 +87,27 @@ def test_cifar10_files_are_checked_against_the_release_md5s_by_default(cifar_dir
     with pytest.raises(DataMissingError, match="corrupted"):
         load_cifar10({"data_dir": str(cifar_dir)})
 
+
+
+def test_a_job_with_missing_data_prints_the_message_without_a_traceback(tmp_path, monkeypatch, capsys):
+    """What a prepare_data job shows on stderr (log_to's hook); the traceback goes to the job's log only."""
+    import logging
+    import sys
+
+    from normsharp.stages import log_to
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    log_to(tmp_path / "job.log")
+    try:
+        load_data({"name": "mnist", "data_dir": str(tmp_path / "nowhere"), "n_train": 10}, "mse")
+    except DataMissingError:
+        sys.excepthook(*sys.exc_info())
+    finally:
+        logger = logging.getLogger("normsharp")
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+            handler.close()
+    err = capsys.readouterr().err
+    assert err.startswith("DataMissingError: dataset 'mnist' was not found in data_dir")
+    assert "snakemake --cores 1 download_data --configfile" in err and "Traceback" not in err
+    assert "Traceback" in (tmp_path / "job.log").read_text()
