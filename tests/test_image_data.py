@@ -1,63 +1,27 @@
 """MNIST / CIFAR-10 loaders on tiny files written in torchvision's on-disk formats (no network)."""
 
 import pickle
-import struct
 
 import numpy as np
 import pytest
 import torch
-import torchvision
+from fake_image_data import fake_labels, write_fake_cifar10, write_fake_mnist
 
 from normsharp.data import load_data
 from normsharp.image_data import DataMissingError, load_cifar10, load_mnist
 
 N_TRAIN_POOL, N_TEST = 50, 20  # 5 per class in the pool, labels cycling 0..9
-
-
-def _labels(n: int) -> np.ndarray:
-    return (np.arange(n) * 7) % 10  # every class, not sorted
-
-
-def _write_idx(path, array: np.ndarray) -> None:
-    """IDX (big-endian) file of uint8: magic 0x0000 08 ndim, then dims, then bytes."""
-    with open(path, "wb") as f:
-        f.write(struct.pack(">I", 0x0800 + array.ndim))
-        f.write(struct.pack(f">{array.ndim}I", *array.shape))
-        f.write(array.astype(np.uint8).tobytes())
+UNCHECKED = {"verify_checksums": False}  # the stand-in CIFAR files cannot match the release's md5s
 
 
 @pytest.fixture
 def mnist_dir(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", N_TRAIN_POOL), ("t10k", N_TEST)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", _labels(n))
-    return tmp_path
+    return write_fake_mnist(tmp_path, N_TRAIN_POOL, N_TEST)
 
 
 @pytest.fixture
-def cifar_dir(tmp_path, monkeypatch):
-    """CIFAR-10 pickles; torchvision checks each file's md5 against the real release, so the test sets the
-    md5s to None (check_integrity(path, None) only checks that the file exists): the same class
-    attributes CIFAR100 overrides. Everything else — file discovery, unpickling, HWC layout — is torchvision's."""
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    per_batch = N_TRAIN_POOL // 5
-    for i in range(5):
-        labels = _labels(N_TRAIN_POOL)[i * per_batch:(i + 1) * per_batch]
-        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), "labels": labels.tolist()}
-        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch))
-    test = {"data": rng.integers(0, 256, (N_TEST, 3072), dtype=np.uint8), "labels": _labels(N_TEST).tolist()}
-    (folder / "test_batch").write_bytes(pickle.dumps(test))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
-    cls = torchvision.datasets.CIFAR10
-    monkeypatch.setattr(cls, "train_list", [[name, None] for name, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[name, None] for name, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": None})
-    return tmp_path
+def cifar_dir(tmp_path):
+    return write_fake_cifar10(tmp_path, N_TRAIN_POOL, N_TEST)
 
 
 def _check_standardised(data, n_train, shape):
@@ -73,7 +37,7 @@ def test_mnist_raw_split(mnist_dir):
     raw = load_mnist({"data_dir": str(mnist_dir)})
     assert raw.x_train.shape == (N_TRAIN_POOL, 1, 28, 28) and raw.x_test.shape == (N_TEST, 1, 28, 28)
     assert raw.t_train.dtype == np.int64 and raw.num_classes == 10
-    np.testing.assert_array_equal(raw.t_train, _labels(N_TRAIN_POOL))
+    np.testing.assert_array_equal(raw.t_train, fake_labels(N_TRAIN_POOL))
 
 
 def test_mnist_through_load_data(mnist_dir):
@@ -88,13 +52,14 @@ def test_mnist_through_load_data(mnist_dir):
 
 
 def test_cifar10_through_load_data(cifar_dir):
-    raw = load_cifar10({"data_dir": str(cifar_dir)})
+    raw = load_cifar10({"data_dir": str(cifar_dir), **UNCHECKED})
     assert raw.x_train.shape == (N_TRAIN_POOL, 3, 32, 32) and raw.t_test.dtype == np.int64
     # channel-first: the first 1024 bytes of a CIFAR row are the red plane
     first = pickle.loads((cifar_dir / "cifar-10-batches-py" / "data_batch_1").read_bytes())["data"][0]
     np.testing.assert_array_equal(raw.x_train[0].reshape(-1), first)
     n = 30
-    data = load_data({"name": "cifar10", "data_dir": str(cifar_dir), "n_train": n, "subset": "balanced"}, "ce")
+    data = load_data({"name": "cifar10", "data_dir": str(cifar_dir), "n_train": n, "subset": "balanced", **UNCHECKED},
+                     "ce")
     _check_standardised(data, n, (3, 32, 32))
     assert torch.bincount(data.y_train, minlength=10).tolist() == [3] * 10
 
@@ -116,3 +81,33 @@ def test_incomplete_mnist_is_reported_as_missing(mnist_dir):
     (mnist_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DataMissingError, match="download_data"):
         load_mnist({"data_dir": str(mnist_dir)})
+
+
+def test_cifar10_files_are_checked_against_the_release_md5s_by_default(cifar_dir):
+    with pytest.raises(DataMissingError, match="corrupted"):
+        load_cifar10({"data_dir": str(cifar_dir)})
+
+
+
+def test_a_job_with_missing_data_prints_the_message_without_a_traceback(tmp_path, monkeypatch, capsys):
+    """What a prepare_data job shows on stderr (log_to's hook); the traceback goes to the job's log only."""
+    import logging
+    import sys
+
+    from normsharp.stages import log_to
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    log_to(tmp_path / "job.log")
+    try:
+        load_data({"name": "mnist", "data_dir": str(tmp_path / "nowhere"), "n_train": 10}, "mse")
+    except DataMissingError:
+        sys.excepthook(*sys.exc_info())
+    finally:
+        logger = logging.getLogger("normsharp")
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+            handler.close()
+    err = capsys.readouterr().err
+    assert err.startswith("DataMissingError: dataset 'mnist' was not found in data_dir")
+    assert "snakemake --cores 1 download_data --configfile" in err and "Traceback" not in err
+    assert "Traceback" in (tmp_path / "job.log").read_text()

@@ -60,7 +60,10 @@ def sharpness_vs_eta(runs: pd.DataFrame, ax, setup: str):
     ax.plot(etas, 2 / etas, "k--", lw=1, label="2/η")
     ax.axhline(gf.sharpness.mean(), color="C2", ls="-.", lw=1, label="GF final S")
     if "eta_transition" in gd and gd.eta_transition.notna().any():
-        ax.axvline(gd.eta_transition.mean(), color="C3", ls="-", lw=1, alpha=0.6, label="observed transition")
+        per_seed = gd.groupby("seed").eta_transition.first().dropna()  # mean line, min–max span over seeds
+        ax.axvline(per_seed.mean(), color="C3", ls="-", lw=1, alpha=0.6, label="observed transition")
+        if per_seed.nunique() > 1:
+            ax.axvspan(per_seed.min(), per_seed.max(), color="C3", alpha=0.1, lw=0)
     _eta_c_line(ax, gd)
     _log_eta_axis(ax)
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

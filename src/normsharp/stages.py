@@ -16,6 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -23,6 +24,8 @@ from .checkpoint import Checkpoint
 from .data import Data, load_data
 from .dynamics import DIVERGED, run_gd, run_gradient_flow
 from .eigen import hutchinson_trace, lanczos
+from .errors import ConfigError
+from .image_data import DataMissingError, download
 from .metrics import evaluate, norms
 from .models import build_model
 from .numerics import setup_numerics
@@ -42,7 +45,10 @@ def log_to(path) -> None:
 
     def hook(kind, value, tb):
         log.error("".join(traceback.format_exception(kind, value, tb)))
-        sys.__excepthook__(kind, value, tb)
+        if isinstance(value, (ConfigError, DataMissingError)):  # the message says what to do; no traceback
+            print(f"{kind.__name__}: {value}", file=sys.stderr)
+        else:
+            sys.__excepthook__(kind, value, tb)
 
     sys.excepthook = hook
 
@@ -71,6 +77,15 @@ def write_trajectory(path, rows: list[dict]) -> None:
     frame = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS).astype(
         {"step": "int64", "time": "float64", "train_loss": "float64", "sharpness": "float64"})
     _atomic(path, lambda p: frame.to_parquet(p, index=False))
+
+
+def download_data(names: list[str], data_dir) -> None:
+    """Fetch each of ``names`` ('mnist', 'cifar10') into ``data_dir``; files already there are kept (no network)."""
+    if not names:
+        log.info("download_data: the config uses no mnist/cifar10 setup; nothing to fetch")
+    for name in names:
+        download(name, str(data_dir))
+        log.info("download_data: %s is in %s", name, os.path.abspath(data_dir))
 
 
 def prepare_data(spec: dict, loss: str, out_path) -> None:
@@ -204,6 +219,7 @@ def evaluate_test(data_path, init_path, run_dir, loss: str, numerics: dict, out_
 RUN_COLUMNS = {
     "experiment": "string", "setup": "string", "dataset": "string", "arch": "string", "loss": "string",
     "seed": "int64", "method": "string", "eta": "float64", "eta_c": "float64", "s_gf": "float64",
+    "eta_transition": "float64",
     "eta_over_eta_c": "float64", "regime": "string", "status": "string", "steps": "int64",
     "train_loss": "float64", "test_loss": "float64", "test_accuracy": "float64", "sharpness": "float64",
     "l1_norm": "float64", "l2_norm": "float64", "dist_to_init": "float64", "trace": "float64",
@@ -218,8 +234,42 @@ def regime(method: str, eta: float, eta_c: float) -> str:
     return "flow-aligned" if eta < eta_c else "eos"
 
 
-def aggregate(run_dirs: list, out_runs, out_trajectories) -> None:
-    """One row per run into runs.parquet; all trajectories, long form, into trajectories.parquet."""
+def eta_transition(eta, sharpness, eta_c: float, tol: float = 0.1) -> float:
+    """The η at which the final sharpness of a GD sweep leaves the flow-aligned plateau (observed η_c).
+
+    Plateau P = median |S| of the runs with η < η_c; the transition is the smallest η with |S| < (1 − tol)·P,
+    interpolated linearly in (log η, log |S|) between that run and the next smaller η of the sweep (on the
+    EoS branch S = 2/η is a line there); the smallest η itself if the sweep starts below. NaN when no run
+    has η < η_c or none falls below. Pass converged runs only: an unfinished run's S is not a final S.
+    """
+    eta, s = np.asarray(eta, dtype=float), np.abs(np.asarray(sharpness, dtype=float))
+    keep = np.isfinite(eta) & np.isfinite(s) & (s > 0)
+    order = np.argsort(eta[keep], kind="stable")
+    eta, s = eta[keep][order], s[keep][order]
+    if not np.any(eta < eta_c):
+        return math.nan
+    threshold = (1 - tol) * np.median(s[eta < eta_c])
+    below = np.flatnonzero(s < threshold)
+    if len(below) == 0:
+        return math.nan
+    j = below[0]
+    if j == 0:
+        return float(eta[0])
+    u = (math.log(s[j - 1]) - math.log(threshold)) / (math.log(s[j - 1]) - math.log(s[j]))
+    return float(math.exp(math.log(eta[j - 1]) + u * (math.log(eta[j]) - math.log(eta[j - 1]))))
+
+
+def transitions(runs: pd.DataFrame, tol: float = 0.1) -> pd.Series:
+    """:func:`eta_transition` of each (setup, seed) from its converged GD runs, aligned with ``runs``' rows."""
+    gd = runs[(runs.method == "gd") & (runs.status == "converged")]
+    per_key = {key: eta_transition(g.eta, g.sharpness, g.eta_c.iloc[0], tol) for key, g in gd.groupby(["setup", "seed"])}
+    return pd.Series([per_key.get((s, seed), math.nan) for s, seed in zip(runs.setup, runs.seed)], index=runs.index,
+                     dtype="float64")
+
+
+def aggregate(run_dirs: list, out_runs, out_trajectories, transition_tol: float = 0.1) -> None:
+    """One row per run into runs.parquet (with each setup and seed's :func:`eta_transition`); all trajectories,
+    long form, into trajectories.parquet."""
     rows, trajectories = [], []
     for run_dir in map(Path, run_dirs):
         result = read_json(run_dir / "result.json")
@@ -235,6 +285,7 @@ def aggregate(run_dirs: list, out_runs, out_trajectories) -> None:
             traj.insert(0, key, row[key])
         trajectories.append(traj)
     runs = pd.DataFrame(rows)
+    runs["eta_transition"] = transitions(runs, transition_tol)
     extra = [c for c in runs.columns if c not in RUN_COLUMNS and c != "top_eigenvalues"]
     runs = runs[list(RUN_COLUMNS) + ["top_eigenvalues"] + extra].astype(RUN_COLUMNS)
     runs = runs.sort_values(["setup", "seed", "method", "eta"], na_position="first").reset_index(drop=True)

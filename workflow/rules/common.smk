@@ -28,6 +28,7 @@ FIGURE_NAMES = [
     "trajectories",
 ]
 FIGURE_FILES = [f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
+DOWNLOADABLE = ("mnist", "cifar10")  # read from data_dir; fetched by the download_data rule
 
 
 wildcard_constraints:
@@ -64,7 +65,7 @@ def all_run_dirs():
 
 def dataset_spec(wildcards):
     spec = dict(setup_of(wildcards)["dataset"])
-    if spec["name"] in ("mnist", "cifar10"):
+    if spec["name"] in DOWNLOADABLE:
         spec["data_dir"] = config["data_dir"]
     return spec
 
@@ -97,3 +98,8 @@ def data_file(wildcards):
 
 def init_file(wildcards):
     return f"{R}/{wildcards.setup}/seed{wildcards.seed}/init.pt"
+
+
+def datasets_to_download():
+    """The downloadable datasets the config's setups use, sorted."""
+    return sorted({s["dataset"]["name"] for s in config["setups"].values()} & set(DOWNLOADABLE))

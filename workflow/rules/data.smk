@@ -1,3 +1,23 @@
+localrules:
+    download_data,
+
+
+# Run by name on a machine with network (on a cluster: the login node), once:
+#   snakemake --cores 1 download_data --configfile CONFIG
+# It has no output on purpose: nothing depends on it, so a data_dir staged by hand is used as is and
+# a missing dataset stops prepare_data with a message naming this command (no automatic download).
+rule download_data:
+    params:
+        datasets=datasets_to_download(),
+        data_dir=config["data_dir"],
+    log:
+        f"{R}/logs/download_data.log",
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/download_data.py"
+
+
 rule prepare_data:
     output:
         f"{R}/{{setup}}/data.pt",

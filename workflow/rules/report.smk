@@ -10,6 +10,7 @@ rule aggregate:
         trajectories=f"{R}/trajectories.parquet",
     params:
         run_dirs=all_run_dirs(),
+        transition_tol=config["transition_tol"],
     log:
         f"{R}/logs/aggregate.log",
     conda:

@@ -1,4 +1,5 @@
 from normsharp.stages import aggregate, log_to
 
 log_to(snakemake.log[0])
-aggregate(snakemake.params.run_dirs, snakemake.output.runs, snakemake.output.trajectories)
+aggregate(snakemake.params.run_dirs, snakemake.output.runs, snakemake.output.trajectories,
+          snakemake.params.transition_tol)
