@@ -27,7 +27,9 @@ FIGURE_NAMES = [
     "sharpness_norm_tradeoff",
     "trajectories",
 ]
-FIGURE_FILES = [f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
+FIGURE_FILES = [
+    f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")
+]
 
 
 wildcard_constraints:

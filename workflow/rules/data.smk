@@ -1,13 +1,13 @@
 rule prepare_data:
     output:
         f"{R}/{{setup}}/data.pt",
-    params:
-        dataset=dataset_spec,
-        loss=lambda w: setup_of(w)["loss"],
     log:
         f"{R}/logs/prepare_data/{{setup}}.log",
     conda:
         "../envs/torch.yaml"
+    params:
+        dataset=dataset_spec,
+        loss=lambda w: setup_of(w)["loss"],
     script:
         "../scripts/prepare_data.py"
 
@@ -17,12 +17,12 @@ rule init_model:
         data=data_file,
     output:
         f"{R}/{{setup}}/seed{{seed}}/init.pt",
-    params:
-        model=lambda w: setup_of(w)["model"],
-        seed=lambda w: int(w.seed),
     log:
         f"{R}/logs/init_model/{{setup}}/seed{{seed}}.log",
     conda:
         "../envs/torch.yaml"
+    params:
+        model=lambda w: setup_of(w)["model"],
+        seed=lambda w: int(w.seed),
     script:
         "../scripts/init_model.py"
