@@ -44,6 +44,6 @@ rule figures:
         "../envs/analysis.yaml"
     params:
         options=config["figures"],
-        out_dir=f"{R}/figures",
+        out_dir=lambda w, output: os.path.dirname(output[0]),
     script:
         "../scripts/figures.py"
