@@ -13,8 +13,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{R}/runs.parquet",
         f"{R}/trajectories.parquet",
         FIGURE_FILES,
-    default_target: True

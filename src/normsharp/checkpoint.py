@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointMismatch
+
+log = logging.getLogger("normsharp")
 
 
 def fingerprint(settings: dict) -> str:
@@ -41,6 +44,7 @@ class Checkpoint:
                 f"checkpoint {self.path} was written by a run with other settings (differing: {', '.join(changed) or '?'}); "
                 "delete it to start this run afresh, or restore the settings it was written with"
             )
+        log.info("resuming from %s at step %d", self.path, saved["state"]["step"])
         return saved["state"]
 
     def save(self, state: dict) -> None:

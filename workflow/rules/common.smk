@@ -5,9 +5,9 @@ from pathlib import Path
 from snakemake.utils import validate
 
 # Scripts import the library from this checkout (also inside conda envs and on cluster nodes).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
-)
+# The workflow sets PYTHONPATH for its jobs instead of requiring it from the user: no `envvars:`.
+_paths = [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in _paths if p))
 
 # A setup inherits the experiment's eta/gd/gf and overrides single keys; defaults are filled afterwards.
 for _setup in (config.get("setups") or {}).values():
@@ -27,8 +27,13 @@ FIGURE_NAMES = [
     "sharpness_norm_tradeoff",
     "trajectories",
 ]
-FIGURE_FILES = [f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
-DOWNLOADABLE = ("mnist", "cifar10")  # read from data_dir; fetched by the download_data rule
+FIGURE_FILES = [
+    f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")
+]
+DOWNLOADABLE = (
+    "mnist",
+    "cifar10",
+)  # read from data_dir; fetched by the download_data rule
 
 
 wildcard_constraints:
@@ -102,4 +107,6 @@ def init_file(wildcards):
 
 def datasets_to_download():
     """The downloadable datasets the config's setups use, sorted."""
-    return sorted({s["dataset"]["name"] for s in config["setups"].values()} & set(DOWNLOADABLE))
+    return sorted(
+        {s["dataset"]["name"] for s in config["setups"].values()} & set(DOWNLOADABLE)
+    )

@@ -7,13 +7,13 @@ localrules:
 # It has no output on purpose: nothing depends on it, so a data_dir staged by hand is used as is and
 # a missing dataset stops prepare_data with a message naming this command (no automatic download).
 rule download_data:
-    params:
-        datasets=datasets_to_download(),
-        data_dir=config["data_dir"],
     log:
         f"{R}/logs/download_data.log",
     conda:
         "../envs/torch.yaml"
+    params:
+        datasets=datasets_to_download(),
+        data_dir=config["data_dir"],
     script:
         "../scripts/download_data.py"
 
@@ -21,13 +21,13 @@ rule download_data:
 rule prepare_data:
     output:
         f"{R}/{{setup}}/data.pt",
-    params:
-        dataset=dataset_spec,
-        loss=lambda w: setup_of(w)["loss"],
     log:
         f"{R}/logs/prepare_data/{{setup}}.log",
     conda:
         "../envs/torch.yaml"
+    params:
+        dataset=dataset_spec,
+        loss=lambda w: setup_of(w)["loss"],
     script:
         "../scripts/prepare_data.py"
 
@@ -37,12 +37,12 @@ rule init_model:
         data=data_file,
     output:
         f"{R}/{{setup}}/seed{{seed}}/init.pt",
-    params:
-        model=lambda w: setup_of(w)["model"],
-        seed=lambda w: int(w.seed),
     log:
         f"{R}/logs/init_model/{{setup}}/seed{{seed}}.log",
     conda:
         "../envs/torch.yaml"
+    params:
+        model=lambda w: setup_of(w)["model"],
+        seed=lambda w: int(w.seed),
     script:
         "../scripts/init_model.py"

@@ -6,15 +6,15 @@ rule evaluate_geometry:
         theta=f"{RUN}/theta.pt",
     output:
         f"{RUN}/geometry.json",
-    params:
-        loss=lambda w: setup_of(w)["loss"],
-        settings=config["geometry"],
-        numerics=NUMERICS,
-    threads: config["threads"]
     log:
         f"{R}/logs/evaluate_geometry/{{setup}}/seed{{seed}}/{{run}}.log",
     conda:
         "../envs/torch.yaml"
+    threads: config["threads"]
+    params:
+        loss=lambda w: setup_of(w)["loss"],
+        settings=config["geometry"],
+        numerics=NUMERICS,
     script:
         "../scripts/evaluate_geometry.py"
 
@@ -27,12 +27,12 @@ rule evaluate_test:
         theta=f"{RUN}/theta.pt",
     output:
         f"{RUN}/test.json",
-    params:
-        loss=lambda w: setup_of(w)["loss"],
-        numerics=NUMERICS,
     log:
         f"{R}/logs/evaluate_test/{{setup}}/seed{{seed}}/{{run}}.log",
     conda:
         "../envs/torch.yaml"
+    params:
+        loss=lambda w: setup_of(w)["loss"],
+        numerics=NUMERICS,
     script:
         "../scripts/evaluate_test.py"

@@ -3,18 +3,23 @@ rule aggregate:
         [
             f"{d}/{f}"
             for d in all_run_dirs()
-            for f in ("result.json", "geometry.json", "test.json", "trajectory.parquet")
+            for f in (
+                "result.json",
+                "geometry.json",
+                "test.json",
+                "trajectory.parquet",
+            )
         ],
     output:
         runs=f"{R}/runs.parquet",
         trajectories=f"{R}/trajectories.parquet",
-    params:
-        run_dirs=all_run_dirs(),
-        transition_tol=config["transition_tol"],
     log:
         f"{R}/logs/aggregate.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        run_dirs=all_run_dirs(),
+        transition_tol=config["transition_tol"],
     script:
         "../scripts/aggregate.py"
 
@@ -34,12 +39,12 @@ rule figures:
             for name in FIGURE_NAMES
             for ext in ("png", "pdf")
         ],
-    params:
-        options=config["figures"],
-        out_dir=f"{R}/figures",
     log:
         f"{R}/logs/figures.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        options=config["figures"],
+        out_dir=lambda w, output: os.path.dirname(output[0]),
     script:
         "../scripts/figures.py"

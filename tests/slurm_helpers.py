@@ -1,0 +1,134 @@
+"""Run Snakemake through a real single-node SLURM (brought up by ``.ci/slurm-up.sh``).
+
+``run_snakemake_slurm`` runs ``snakemake --workflow-profile workflow/profiles/slurm`` (the real profile) plus a
+*test override* on the command line, derived from the profile so that only cluster-specific values change:
+
+* ``--default-resources``: the profile's defaults with ``slurm_partition`` set to the local partition and
+  ``slurm_account`` dropped (no accounting here), every ``mem_mb`` capped at the node's RealMemory;
+* ``--set-resources``: the profile's per-rule resources (GPU requests and runtime expressions unchanged),
+  ``mem_mb`` capped the same way;
+* ``--cores <node CPUs>`` and ``--resources mem_mb=<RealMemory>``, which bound one group submission;
+* ``--slurm-init-seconds-before-status-checks 5`` (the profile's 20 s is for real clusters).
+
+A key given on the command line replaces the profile's key as a whole (snakemake semantics), hence the
+derivation instead of single entries.
+
+``NORMSHARP_REQUIRE_SLURM=1`` turns "SLURM cannot run here: skip" into a failure (.ci/run sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_workflow import REPO, SNAKEMAKE
+
+SLURM_UP = REPO / ".ci" / "slurm-up.sh"
+SLURM_DOWN = REPO / ".ci" / "slurm-down.sh"
+SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
+
+
+@dataclass
+class SlurmCluster:
+    partition: str
+    cpus: int
+    real_memory_mb: int
+    started_here: bool  # this test session started the daemons (and stops them at the end)
+
+
+def _banner(text: str) -> str:
+    line = "#" * 78
+    return f"\n{line}\n{text}\n{line}\n"
+
+
+def _query_cluster(started_here: bool) -> SlurmCluster:
+    partitions = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True).stdout.split()
+    partition = ([p for p in partitions if p.endswith("*")] or partitions)[0].rstrip("*")
+    node = scontrol("node")[0]
+    return SlurmCluster(partition, int(node["CPUTot"]), int(node["RealMemory"]), started_here)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running single-node SLURM (``.ci/slurm-up.sh``); skips loudly if it cannot be brought up."""
+    try:
+        proc = subprocess.run(["bash", str(SLURM_UP)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=900)
+        rc, out = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out = -1, f"{e.stdout or ''}{e.stderr or ''}\n.ci/slurm-up.sh timed out after {e.timeout} s"
+    if rc != 0:
+        msg = _banner(f"SLURM IS NOT AVAILABLE: .ci/slurm-up.sh exited with {rc}; the SLURM tests are NOT run.\n"
+                      f"---- output of .ci/slurm-up.sh (tail) ----\n{out[-4000:]}")
+        print(msg, file=sys.stderr)
+        if os.environ.get("NORMSHARP_REQUIRE_SLURM") == "1":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    cluster = _query_cluster(started_here=proc.stdout.rstrip().endswith("SLURM_UP_STARTED=1"))
+    yield cluster
+    if cluster.started_here:
+        subprocess.run(["bash", str(SLURM_DOWN)], stdin=subprocess.DEVNULL, timeout=120, check=False)
+
+
+def profile_config() -> dict:
+    return yaml.safe_load((SLURM_PROFILE / "config.v8+.yaml").read_text())
+
+
+def slurm_override_args(cluster: SlurmCluster) -> list[str]:
+    """CLI arguments that point the profile at the local test cluster (see the module docstring)."""
+    cfg = profile_config()
+    cap = cluster.real_memory_mb
+    defaults = {k: v for k, v in cfg["default-resources"].items() if k != "slurm_account"}
+    defaults["slurm_partition"] = repr(cluster.partition)
+    defaults["mem_mb"] = f"min({defaults['mem_mb']}, {cap})"
+    per_rule = [f"{rule}:{k}=" + (f"min({v}, {cap})" if k == "mem_mb" else str(v))
+                for rule, res in cfg["set-resources"].items() for k, v in res.items()]
+    return ["--default-resources", *(f"{k}={v}" for k, v in defaults.items()), "--set-resources", *per_rule,
+            "--cores", str(cluster.cpus), "--resources", f"mem_mb={cap}",
+            "--slurm-init-seconds-before-status-checks", "5"]
+
+
+def run_snakemake_slurm(cluster: SlurmCluster, workdir: Path, snakefile: Path, *targets: str,
+                        timeout: int = 600) -> tuple[int, str]:
+    """(return code, output) of the workflow run through SLURM with the profile and the test override.
+
+    On timeout snakemake gets SIGINT (the plugin cancels its jobs), leftovers are scancelled, and rc is 124.
+    """
+    cmd = [SNAKEMAKE, "--workflow-profile", str(SLURM_PROFILE), "--snakefile", str(snakefile),
+           "--directory", str(workdir), *slurm_override_args(cluster), "--", *targets]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    log = workdir / "snakemake-slurm.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            subprocess.run(["scancel", "--partition", cluster.partition, "--user", str(os.getuid())], check=False)
+            rc = 124
+    return rc, " ".join(cmd) + "\n" + log.read_text()
+
+
+def scontrol(kind: str, *names: str) -> list[dict[str, str]]:
+    """``scontrol show <kind> -o`` as one dict per record (finished jobs stay for MinJobAge = 600 s)."""
+    out = subprocess.run(["scontrol", "show", kind, "-o", *names], capture_output=True, text=True, check=True)
+    return [dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in out.stdout.splitlines()]
+
+
+def jobs_in(workdir: Path) -> list[dict[str, str]]:
+    """The SLURM jobs whose working directory is ``workdir``, oldest first."""
+    jobs = [j for j in scontrol("job") if Path(j.get("WorkDir", "")) == Path(workdir)]
+    return sorted(jobs, key=lambda j: int(j["JobId"]))
+

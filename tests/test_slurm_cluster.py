@@ -1,0 +1,148 @@
+"""The SLURM profile (workflow/profiles/slurm) against a real single-node SLURM started by ``.ci/slurm-up.sh``.
+
+A reduced quickstart goes through sbatch with the profile's resources (the GPU requests included: the test
+node declares one GPU on /dev/null) and must give the results of a local run. A tiny shell workflow whose
+rules carry the pipeline's rule names shows the profile's retries (runtime growing with the attempt) and the
+bundling of evaluation jobs into one submission. The cluster tests skip loudly when SLURM cannot run here.
+"""
+
+import copy
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from slurm_helpers import (  # noqa: F401  (slurm_cluster is a fixture)
+    SLURM_PROFILE,
+    SLURM_UP,
+    jobs_in,
+    profile_config,
+    run_snakemake_slurm,
+    scontrol,
+    slurm_cluster,
+)
+from test_workflow import REDUCED, REPO, SNAKEMAKE
+
+# One setup of the workflow test, one η above η_c: the GF reference and one GD run.
+SMALL = {**copy.deepcopy(REDUCED), "experiment": "slurm", "eta": {"relative": [2.0]}}
+SMALL["setups"] = {"b": {k: v for k, v in SMALL["setups"]["b"].items() if k != "eta"}}
+TARGET = "results/slurm/runs.parquet"
+
+
+def _minutes(expr, attempt: int) -> int:
+    return int(eval(str(expr), {"attempt": attempt}))  # the profile's own expression
+
+
+def _hms(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
+def _write_config(workdir, config):
+    (workdir / "config").mkdir(exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.parametrize("profile", ["default", "slurm"])
+def test_profile_dry_run(tmp_path, profile):
+    """Both profiles are accepted, and every rule the SLURM profile names exists in the workflow."""
+    _write_config(tmp_path, SMALL)
+    base = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+            "--workflow-profile", str(REPO / "workflow" / "profiles" / profile)]
+    out = subprocess.run([*base, "-n"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rules = subprocess.run([*base, "--list-rules"], capture_output=True, text=True, timeout=300).stdout.split()
+    cfg = profile_config()
+    assert set(cfg["set-resources"]) | set(cfg["groups"]) <= set(rules), rules
+
+
+def test_slurm_up_rerun_is_noop(slurm_cluster):
+    out = subprocess.run(["bash", str(SLURM_UP)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.rstrip().endswith("SLURM_UP_STARTED=0"), out.stdout
+
+
+def test_quickstart_through_sbatch_equals_local_run(slurm_cluster, tmp_path):
+    cluster_dir, local_dir = tmp_path / "cluster", tmp_path / "local"
+    for d in (cluster_dir, local_dir):
+        d.mkdir()
+        _write_config(d, SMALL)
+    local = subprocess.Popen(  # runs while the cluster run waits on the queue
+        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(local_dir), "--workflow-profile",
+         str(REPO / "workflow" / "profiles" / "default"), "--cores", "1", TARGET],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rc, output = run_snakemake_slurm(slurm_cluster, cluster_dir, REPO / "Snakefile", TARGET)
+    local_output = local.communicate(timeout=600)[0]
+    assert local.returncode == 0, local_output[-4000:]
+    assert rc == 0, output[-15000:]
+
+    # every job went through sbatch into the test partition, with the profile's resources
+    # (the plugin's --comment is rule_<rule>_wildcards_<...> or rule_<group>_<its rules>)
+    profile = profile_config()
+    groups = set(profile["groups"].values())
+    jobs = {}
+    for job in jobs_in(cluster_dir):
+        name = job["Comment"].removeprefix("rule_").split("_wildcards_")[0]
+        jobs[next((g for g in groups if name.startswith(f"{g}_")), name)] = job
+    assert set(jobs) == {"setup", "gradient_flow", "train_gd", "evaluation", "summary"}, jobs
+    for name, job in jobs.items():
+        assert job["JobState"] == "COMPLETED" and job["Partition"] == slurm_cluster.partition, job
+        assert ("gpu" in job.get("TresPerJob", "")) == (name in ("gradient_flow", "train_gd")), (name, job)
+    for rule in ("gradient_flow", "train_gd"):
+        assert jobs[rule]["TimeLimit"] == _hms(_minutes(profile["set-resources"][rule]["runtime"], 1))
+    logs = cluster_dir / ".snakemake" / "slurm_logs"
+    assert list(logs.glob(f"rule_train_gd/**/{jobs['train_gd']['JobId']}.log"))
+    assert list(logs.glob(f"group_evaluation*/**/{jobs['evaluation']['JobId']}.log"))
+
+    # and computed what a local run computes
+    for name in ("runs.parquet", "trajectories.parquet"):
+        cluster, here = (pd.read_parquet(d / "results/slurm" / name) for d in (cluster_dir, local_dir))
+        pd.testing.assert_frame_equal(cluster.drop(columns="wall_seconds", errors="ignore"),
+                                      here.drop(columns="wall_seconds", errors="ignore"))
+    assert len(pd.read_parquet(cluster_dir / "results/slurm/runs.parquet")) == 2
+
+
+RETRY_SNAKEFILE = r'''
+ETAS = ["0.01", "0.02", "0.04"]
+
+rule all:
+    input: expand("eval_{eta}.txt", eta=ETAS)
+
+rule train_gd:
+    output: "train.txt"
+    resources:
+        try_no=lambda wildcards, attempt: attempt,
+    shell:
+        """
+        echo "attempt {resources.try_no} SLURM_JOB_ID=$SLURM_JOB_ID" >> attempts.txt
+        if [ {resources.try_no} -lt 2 ]; then echo "failing attempt {resources.try_no} on purpose" >&2; exit 3; fi
+        echo SLURM_JOB_ID=$SLURM_JOB_ID > {output}
+        """
+
+rule evaluate_test:
+    input: "train.txt"
+    output: "eval_{eta}.txt"
+    shell: "echo SLURM_JOB_ID=$SLURM_JOB_ID > {output}"
+'''
+
+
+def test_retry_gets_longer_runtime_and_evaluations_share_one_job(slurm_cluster, tmp_path):
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(RETRY_SNAKEFILE)
+    rc, output = run_snakemake_slurm(slurm_cluster, tmp_path, snakefile)
+    assert rc == 0, output[-15000:]
+
+    attempts = [line.split() for line in (tmp_path / "attempts.txt").read_text().splitlines()]
+    assert [a[1] for a in attempts] == ["1", "2"], attempts
+    first, second = (a[2].split("=")[1] for a in attempts)
+    runtime = profile_config()["set-resources"]["train_gd"]["runtime"]
+    assert _minutes(runtime, 2) > _minutes(runtime, 1)
+    assert scontrol("job", first)[0]["TimeLimit"] == _hms(_minutes(runtime, 1))
+    assert scontrol("job", second)[0]["TimeLimit"] == _hms(_minutes(runtime, 2))
+    logs = tmp_path / ".snakemake" / "slurm_logs" / "rule_train_gd"
+    assert "failing attempt 1 on purpose" in (logs / f"{first}.log").read_text()
+
+    eval_ids = {(tmp_path / f"eval_{eta}.txt").read_text().split("=")[1].strip() for eta in ("0.01", "0.02", "0.04")}
+    assert len(eval_ids) == 1, f"the three evaluations ran in jobs {eval_ids}, not in one submission"
+    assert eval_ids.pop() not in ("", second)
