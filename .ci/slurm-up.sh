@@ -180,6 +180,9 @@ InactiveLimit=0
 KillWait=10
 SlurmctldTimeout=60
 SlurmdTimeout=60
+# scontrol, run by the slurm executor plugin at every snakemake start, retries for MessageTimeout seconds
+# when slurmctld is down (default 10): keep that stall short once the cluster is stopped
+MessageTimeout=3
 GresTypes=gpu
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$NCPU RealMemory=$REAL_MEM Gres=gpu:1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
