@@ -30,6 +30,7 @@ rule evaluate_test:
     params:
         loss=lambda w: setup_of(w)["loss"],
         numerics=NUMERICS,
+        dataset=dataset_spec,
     log:
         f"{R}/logs/evaluate_test/{{setup}}/seed{{seed}}/{{run}}.log",
     conda:

@@ -35,6 +35,7 @@ rule figures:
         ],
     params:
         options=config["figures"],
+        diagonal=DIAGONAL_SETUPS,
         out_dir=f"{R}/figures",
     log:
         f"{R}/logs/figures.log",
