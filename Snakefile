@@ -2,7 +2,10 @@
 # Usage: snakemake --cores 2 [--configfile config/experiments/NAME.yaml]
 
 
-configfile: "config/config.yaml"
+# The quickstart is the default; a --configfile on the command line replaces it (is not merged into it).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -328,3 +328,29 @@ def test_zero_loss_curve_and_eos_point():
     with pytest.raises(ValueError):
         theory.zero_loss_curve(INST["d5"])
     assert math.isnan(theory.minimisers(INST["d5"]).position)
+
+
+def test_single_point_must_not_be_standardised():
+    from normsharp.data import load_data
+
+    with pytest.raises(ConfigError, match="standardise: false"):
+        load_data({"name": "single_point", "instance": "d2"}, "mse")
+    data = load_data({"name": "single_point", "instance": "d2", "standardise": False}, "mse")
+    assert data.x_train.tolist() == [[2.0, 1.0]]
+
+
+def test_end_point_gives_exact_generalisation_error_only_with_a_closed_form():
+    inst = INST["d5"]
+    spec = {"name": "single_point", "instance": "d5", "standardise": False}
+    model = {"arch": "diagonal_linear", "depth": 2, "variant": "shared"}
+    w = torch.tensor(np.random.default_rng(5).uniform(0.1, 0.9, 5))
+    out = theory.end_point(spec, model, w)
+    assert out["beta"] == pytest.approx((w.numpy() ** 2).tolist(), rel=1e-15)
+    assert out["gen_error"] == theory.generalisation_error(w.numpy() ** 2, inst)
+    uv = theory.end_point(spec, {**model, "variant": "uv", "depth": 3}, torch.cat([w, 0.5 * w]))
+    assert uv["beta"] == pytest.approx((0.875 * w.numpy() ** 3).tolist(), rel=1e-14)
+    diverged = theory.end_point(spec, model, torch.full((5,), math.inf))
+    assert math.isnan(diverged["gen_error"])
+    for other in (theory.end_point({"name": "digits"}, model, w), theory.end_point(spec, {"arch": "fcn"}, w),
+                  theory.end_point(None, model, w)):
+        assert math.isnan(other["gen_error"]) and other["beta"] == []

@@ -88,6 +88,7 @@ def test_runs_parquet_follows_the_contract(finished):
     assert list(diverged.status) == ["diverged"] and diverged.sharpness.isna().all()
     ok = gd[gd.status == "converged"]
     assert (ok.train_loss < 0.05).all() and ok.sharpness.notna().all() and (ok.test_accuracy > 0.3).all()
+    assert runs.gen_error.isna().all() and (runs.beta.map(len) == 0).all()  # no closed form for digits
     eos = ok[ok.eta_over_eta_c == 2.0]
     assert (eos.sharpness < 0.8 * eos.s_gf).all()  # GD above η_c ends flatter than the flow ever was
 
@@ -106,6 +107,7 @@ def test_figures_and_report(finished):
     for name in ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories"):
         for ext in ("png", "pdf"):
             assert (figures / f"{name}.{ext}").stat().st_size > 1000
+    assert not list(figures.glob("dln_*"))  # the diagonal-linear-network figures only for such setups
     out = snakemake(finished, "--report", str(finished / "report.html"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert (finished / "report.html").stat().st_size > 10_000

@@ -154,6 +154,9 @@ def load_data(spec: dict, loss: str, dtype: torch.dtype = torch.float64, device:
         raise ConfigError(f"dataset.name is {name!r}; allowed: {sorted(RAW_LOADERS)}")
     if loss not in ("mse", "ce"):
         raise ConfigError(f"loss is {loss!r}; allowed: 'mse', 'ce'")
+    if name == "single_point" and spec.get("standardise", True):
+        raise ConfigError("dataset 'single_point' needs standardise: false (standardising one training point "
+                          "maps its x to 0)")
     raw = RAW_LOADERS[name](spec)
     if raw.num_classes is None and loss == "ce":
         raise ConfigError(f"dataset {name!r} is a regression set: cross-entropy needs classes; use loss 'mse'")

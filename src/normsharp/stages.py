@@ -30,6 +30,7 @@ from .metrics import evaluate, norms
 from .models import build_model
 from .numerics import setup_numerics
 from .objective import NetObjective
+from .theory import end_point
 
 log = logging.getLogger("normsharp")
 
@@ -120,6 +121,7 @@ class Problem:
                                                  numerics.get("threads"))
         self.data = load_prepared(data_path, self.device, self.dtype)
         saved = torch.load(init_path, map_location="cpu", weights_only=False)
+        self.model_spec = saved["model"]
         self.model = build_model(saved["model"], self.data.input_shape, self.data.output_dim, saved["seed"])
         self.model.to(self.dtype, self.device)
         self.theta0 = saved["theta0"].to(device=self.device, dtype=self.dtype)
@@ -205,15 +207,21 @@ def evaluate_geometry(data_path, init_path, run_dir, loss: str, settings: dict, 
     write_json(out_path, record)
 
 
-def evaluate_test(data_path, init_path, run_dir, loss: str, numerics: dict, out_path) -> None:
-    """Train and test loss and accuracy of a run's end point (NaN where the run diverged to non-finite θ)."""
+def evaluate_test(data_path, init_path, run_dir, loss: str, numerics: dict, out_path,
+                  dataset: dict | None = None) -> None:
+    """Train and test loss and accuracy of a run's end point (NaN where the run diverged to non-finite θ).
+
+    With the ``dataset`` spec of a setup that has a closed form (single point, diagonal linear network,
+    :func:`normsharp.theory.end_point`) also the exact generalisation error ``gen_error`` and the end
+    point's ``beta``; otherwise gen_error is NaN and beta empty.
+    """
     run_dir = Path(run_dir)
     p = Problem(data_path, init_path, loss, numerics)
     theta = p.load_theta(run_dir / "theta.pt")
     test = evaluate(p.objective, theta, p.data.x_test, p.data.y_test, p.data.num_classes)
     train = evaluate(p.objective, theta, p.data.x_train, p.data.y_train, p.data.num_classes)
     write_json(out_path, {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
-                          "train_accuracy": train["accuracy"]})
+                          "train_accuracy": train["accuracy"], **end_point(dataset, p.model_spec, theta)})
 
 
 RUN_COLUMNS = {
@@ -223,7 +231,7 @@ RUN_COLUMNS = {
     "eta_over_eta_c": "float64", "regime": "string", "status": "string", "steps": "int64",
     "train_loss": "float64", "test_loss": "float64", "test_accuracy": "float64", "sharpness": "float64",
     "l1_norm": "float64", "l2_norm": "float64", "dist_to_init": "float64", "trace": "float64",
-    "train_accuracy": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64", "wall_seconds": "float64",
+    "train_accuracy": "float64", "gen_error": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64", "wall_seconds": "float64",
 }
 
 
@@ -275,7 +283,8 @@ def aggregate(run_dirs: list, out_runs, out_trajectories, transition_tol: float 
         result = read_json(run_dir / "result.json")
         geometry = read_json(run_dir / "geometry.json")
         test = read_json(run_dir / "test.json")
-        row = {**result, **test, **{k: v for k, v in geometry.items() if k != "n_hvp"}}
+        row = {"gen_error": math.nan, "beta": [], **result, **test,
+               **{k: v for k, v in geometry.items() if k != "n_hvp"}}
         row["n_hvp"] = result["n_hvp"] + geometry["n_hvp"]
         row["eta_over_eta_c"] = row["eta"] / row["eta_c"]
         row["regime"] = regime(row["method"], row["eta"], row["eta_c"])
@@ -286,8 +295,9 @@ def aggregate(run_dirs: list, out_runs, out_trajectories, transition_tol: float 
         trajectories.append(traj)
     runs = pd.DataFrame(rows)
     runs["eta_transition"] = transitions(runs, transition_tol)
-    extra = [c for c in runs.columns if c not in RUN_COLUMNS and c != "top_eigenvalues"]
-    runs = runs[list(RUN_COLUMNS) + ["top_eigenvalues"] + extra].astype(RUN_COLUMNS)
+    lists = ["top_eigenvalues", "beta"]
+    extra = [c for c in runs.columns if c not in RUN_COLUMNS and c not in lists]
+    runs = runs[list(RUN_COLUMNS) + lists + extra].astype(RUN_COLUMNS)
     runs = runs.sort_values(["setup", "seed", "method", "eta"], na_position="first").reset_index(drop=True)
     traj = pd.concat(trajectories, ignore_index=True).astype(
         {"experiment": "string", "setup": "string", "seed": "int64", "method": "string", "eta": "float64"})

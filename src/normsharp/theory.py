@@ -38,7 +38,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import brentq
 
 from .data import RawSplit
 from .errors import ConfigError
@@ -315,6 +314,8 @@ def gradient_flow_limit(inst: Instance, alpha: float) -> Point:
     D > 2: w_i^{2−D} = α^{2−D} + D(D−2) x_i R, β_i = (α^{2−D} + D(D−2) x_i R)^{−D/(D−2)};
     R_∞ solves ⟨β(R), x⟩ = y (⟨β(R), x⟩ is decreasing in R), found by Brent's method.
     """
+    from scipy.optimize import brentq  # here: importing scipy.optimize costs every pipeline job ~0.5 s
+
     D, x, y = inst.depth, inst.x, inst.y
     if D == 2:
         def beta_of(R):
@@ -355,6 +356,8 @@ def eos_point(inst: Instance, eta: float) -> Point | None:
     GD at η > η_c ends near this point (S·η/2 ≈ 0.97–1 in practice). S is convex along the arc with its
     minimum at β_S, hence monotone on it, so the root is unique.
     """
+    from scipy.optimize import brentq
+
     if inst.d != 2:
         raise ValueError(f"eos_point is for d = 2 (instance has d = {inst.d}); "
                          "for d > 2, S = 2/η is a whole level set")
@@ -429,32 +432,59 @@ def markdown_table(instances: dict[str, Instance] | None = None) -> str:
 # Dataset for the pipeline
 
 
-def single_point_raw(spec: dict) -> RawSplit:
-    """Training set = the one point (x, y); test set = n_test draws x' ~ N(0, Σ) labelled ⟨β*, x'⟩.
+def instance_of(spec: dict) -> Instance:
+    """The :class:`Instance` a ``single_point`` dataset spec names.
 
     spec keys: ``instance`` (a name in :data:`INSTANCES`) or explicit ``x``, ``y``, ``beta_star`` and
-    optional ``sigma`` (default I); ``n_test`` (default 2000); ``data_seed`` (default 0).
-    The config MUST set ``standardise: false`` in the dataset spec: with one training point the
-    training std is 0 and centring maps x to 0, destroying the problem. The pipeline's test loss
-    (mean ½(f − y)²) is then a Monte-Carlo estimate of G(β)/2.
+    optional ``sigma`` (default I); the model depth is not part of the dataset (see :func:`end_point`).
     """
     if "instance" in spec:
         name = spec["instance"]
         if name not in INSTANCES:
             raise ConfigError(f"dataset.instance is {name!r}; allowed: {sorted(INSTANCES)}")
-        inst = INSTANCES[name]
-    elif "x" in spec and "y" in spec:
+        return INSTANCES[name]
+    if "x" in spec and "y" in spec:
         if "beta_star" not in spec:
             raise ConfigError("dataset with explicit x, y needs beta_star (the teacher of the test labels)")
         x = np.asarray(spec["x"], dtype=np.float64)
-        inst = Instance("custom", x, float(spec["y"]), np.asarray(spec.get("sigma", np.eye(len(x))), dtype=np.float64),
+        return Instance("custom", x, float(spec["y"]), np.asarray(spec.get("sigma", np.eye(len(x))), dtype=np.float64),
                         np.asarray(spec["beta_star"], dtype=np.float64))
-    else:
-        raise ConfigError("dataset 'single_point' needs 'instance' (one of "
-                          f"{sorted(INSTANCES)}) or explicit 'x', 'y', 'beta_star'")
+    raise ConfigError("dataset 'single_point' needs 'instance' (one of "
+                      f"{sorted(INSTANCES)}) or explicit 'x', 'y', 'beta_star'")
+
+
+def single_point_raw(spec: dict) -> RawSplit:
+    """Training set = the one point (x, y); test set = n_test draws x' ~ N(0, Σ) labelled ⟨β*, x'⟩.
+
+    spec keys: those of :func:`instance_of`; ``n_test`` (default 2000); ``data_seed`` (default 0).
+    The config MUST set ``standardise: false`` in the dataset spec (:func:`normsharp.data.load_data`
+    refuses otherwise): with one training point the training std is 0 and centring maps x to 0,
+    destroying the problem. The pipeline's test loss (mean ½(f − y)²) is then a Monte-Carlo estimate
+    of G(β)/2.
+    """
+    inst = instance_of(spec)
     n_test = int(spec.get("n_test", 2000))
     rng = np.random.default_rng(int(spec.get("data_seed", 0)))
     chol = np.linalg.cholesky(inst.sigma)
     x_test = rng.standard_normal((n_test, inst.d)) @ chol.T
     return RawSplit(inst.x[None, :].copy(), np.array([[inst.y]]), x_test, (x_test @ inst.beta_star)[:, None],
                     num_classes=None)
+
+
+def has_closed_form(dataset: dict | None, model: dict) -> bool:
+    """Whether a setup is the counter-example: a ``single_point`` dataset and a ``diagonal_linear`` model."""
+    return bool(dataset) and dataset.get("name") == "single_point" and model.get("arch") == "diagonal_linear"
+
+
+def end_point(dataset: dict | None, model: dict, theta) -> dict:
+    """Exact quantities of a run's end point θ: its β and G(β) = (β − β*)ᵀΣ(β − β*).
+
+    For a setup without a closed form (:func:`has_closed_form` false) G is NaN and β is empty; so is G
+    for a non-finite θ (a diverged run). ``model`` is the model spec (depth, variant).
+    """
+    if not has_closed_form(dataset, model):
+        return {"gen_error": math.nan, "beta": []}
+    inst = instance_of(dataset)
+    beta = beta_of_theta(theta, int(model.get("depth", 2)), model.get("variant", "shared"))
+    gen = generalisation_error(beta, inst) if np.all(np.isfinite(beta)) else math.nan
+    return {"gen_error": gen if math.isfinite(gen) else math.nan, "beta": [float(b) for b in beta]}

@@ -34,5 +34,6 @@ rule evaluate_test:
     params:
         loss=lambda w: setup_of(w)["loss"],
         numerics=NUMERICS,
+        dataset=dataset_spec,
     script:
         "../scripts/evaluate_test.py"

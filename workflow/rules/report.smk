@@ -45,6 +45,7 @@ rule figures:
         "../envs/analysis.yaml"
     params:
         options=config["figures"],
+        diagonal=DIAGONAL_SETUPS,
         out_dir=lambda w, output: os.path.dirname(output[0]),
     script:
         "../scripts/figures.py"
