@@ -231,7 +231,8 @@ RUN_COLUMNS = {
     "eta_over_eta_c": "float64", "regime": "string", "status": "string", "steps": "int64",
     "train_loss": "float64", "test_loss": "float64", "test_accuracy": "float64", "sharpness": "float64",
     "l1_norm": "float64", "l2_norm": "float64", "dist_to_init": "float64", "trace": "float64",
-    "train_accuracy": "float64", "gen_error": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64", "wall_seconds": "float64",
+    "train_accuracy": "float64", "gen_error": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64",
+    "wall_seconds": "float64",
 }
 
 
