@@ -544,7 +544,7 @@ def machine() -> str:
                                 cwd=Path(__file__).resolve().parent).stdout.strip()
     except OSError:
         commit = "?"
-    return (f"- machine: {cpu}, nproc {os.cpu_count()} (shared with another job), torch threads "
+    return (f"- machine: {cpu}, nproc {os.cpu_count()}, torch threads "
             f"{torch.get_num_threads()}\n- torch {torch.__version__}, scipy {scipy.__version__}, numpy "
             f"{np.__version__}, Python {platform.python_version()}\n- git HEAD {commit} (working tree may differ)")
 

@@ -5,11 +5,11 @@ orthonormal basis Q (each new vector re-orthogonalised against all of Q, a secon
 first pass cancelled much of it, so no ghost eigenvalues) and stops on the relative residual of each wanted
 Ritz pair (θ, y): ρ = ‖Hy − θy‖ = |β_j s_j| costs no product, and bounds the eigenvalue error by
 |λ − θ| ≤ min(ρ, ρ²/δ) (Weyl; Kato–Temple), δ = the gap from θ to the rest of the spectrum, estimated by the
-nearest other Ritz value. The solve stops when that bound, relative to |θ|, is ≤ ``tol`` for every
-wanted pair: ``tol`` is the relative accuracy of the eigenvalues. No Krylov method can see an eigenvalue
-its start vector barely touches: warm-started from a vector nearly orthogonal to the top eigenvector while
-λ₂ ≈ λ₁ (at the Edge of Stability, λ₂/λ₁ ≈ 0.997), a loose ``tol`` can return λ₂ (benchmarks/RESULTS.md
-measured 3e-3 relative at tol 1e-4 once in 12 such solves; none at 1e-6). Cold starts are random.
+nearest other Ritz value once there are k + 2 of them (the first Ritz values sit far from λ₂ and would
+overstate δ; until then only ρ counts). The solve stops when that bound, relative to |θ|, is ≤ ``tol`` for
+every wanted pair: ``tol`` is the relative accuracy of the eigenvalues (benchmarks/RESULTS.md). No Krylov
+method sees an eigenvalue its start vector barely touches, so a warm start nearly orthogonal to the top
+eigenvector while λ₂ ≈ λ₁ (the Edge of Stability) can still end on λ₂ at a loose tol; cold starts are random.
 """
 
 from __future__ import annotations
@@ -59,12 +59,12 @@ def _ritz(alphas: list[float], betas: list[float], beta: float, k: int):
     order = np.argsort(-np.abs(theta), kind="stable")[:k]
     scale = np.maximum(np.abs(theta[order]), np.finfo(np.float64).tiny)
     rho = beta * np.abs(s[-1, order])
-    if theta.size > 1:
+    if theta.size > k + 1:
         others = np.abs(theta[order, None] - theta[None, :])
         others[np.arange(len(order)), order] = np.inf
         gap = np.maximum(others.min(axis=1), np.finfo(np.float64).tiny)
         bound = np.minimum(rho, rho**2 / gap)
-    else:  # no second Ritz value yet: no gap estimate, only the residual bound
+    else:  # too few Ritz values to estimate the gap (the first ones sit far from λ₂): residual bound only
         bound = rho
     return theta[order], s[:, order], rho / scale, bound / scale
 
