@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from slurm_helpers import (  # noqa: F401  (slurm_cluster is a fixture)
-    SLURM_PROFILE,
     SLURM_UP,
     jobs_in,
     profile_config,

@@ -1,7 +1,6 @@
 """The workflow through the snakemake CLI: a reduced quickstart, its outputs, and what a config edit reruns."""
 
 import copy
-import math
 import re
 import subprocess
 import sys

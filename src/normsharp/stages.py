@@ -137,6 +137,14 @@ def _run_record(res, identity: dict, wall: float) -> dict:
             "n_grad": res.n_grad, "n_hvp": res.n_hvp, "wall_seconds": wall}
 
 
+def _write_run(out: Path, res, record: dict, ck: Checkpoint) -> None:
+    """A finished run's files (θ, trajectory, result.json, each written atomically), then drop its checkpoint."""
+    save_tensor(out / "theta.pt", res.theta)
+    write_trajectory(out / "trajectory.parquet", res.trajectory)
+    write_json(out / "result.json", record)
+    ck.remove()
+
+
 def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dict, identity: dict, out_dir) -> None:
     """The gradient-flow reference: s_GF, η_c = 2/s_GF, t_ε, final θ and trajectory."""
     out = Path(out_dir)
@@ -151,10 +159,7 @@ def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dic
                             divergence_factor=settings["divergence_factor"], checkpoint=ck)
     record = {**_run_record(res, identity, time.monotonic() - start), "method": "gf", "eta": math.nan,
               "eta_c": res.eta_c, "s_gf": res.s_gf, "final_sharpness": res.final_sharpness}
-    save_tensor(out / "theta.pt", res.theta)
-    write_trajectory(out / "trajectory.parquet", res.trajectory)
-    write_json(out / "result.json", record)
-    ck.remove()
+    _write_run(out, res, record, ck)
 
 
 def resolve_eta(eta_spec: dict, eta_c: float) -> float:
@@ -181,10 +186,7 @@ def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, se
                  checkpoint=ck)
     record = {**_run_record(res, identity, time.monotonic() - start), "method": "gd", "eta": eta,
               "eta_c": gf["eta_c"], "s_gf": gf["s_gf"], **{f"eta_{k}": v for k, v in eta_spec.items()}}
-    save_tensor(out / "theta.pt", res.theta)
-    write_trajectory(out / "trajectory.parquet", res.trajectory)
-    write_json(out / "result.json", record)
-    ck.remove()
+    _write_run(out, res, record, ck)
 
 
 def evaluate_geometry(data_path, init_path, run_dir, loss: str, settings: dict, numerics: dict, out_path) -> None:
