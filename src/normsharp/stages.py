@@ -153,7 +153,8 @@ def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dic
                     {**settings, **numerics, "loss": loss})
     start = time.monotonic()
     res = run_gradient_flow(p.objective, p.theta0, loss_threshold=settings["loss_threshold"],
-                            max_steps=settings["max_steps"], alpha=settings["alpha"],
+                            max_steps=settings["max_steps"], method=settings["method"], tol=settings["tol"],
+                            alpha=settings["alpha"],
                             sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
                             log_every=settings["log_every"],
                             divergence_factor=settings["divergence_factor"], checkpoint=ck)
