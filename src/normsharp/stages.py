@@ -43,6 +43,7 @@ def log_to(path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.setLevel(logging.INFO)
     log.addHandler(handler)
+    log.info("job started (imports done)")  # benchmarks/bench_pipeline.py times each job's start from this line
 
     def hook(kind, value, tb):
         log.error("".join(traceback.format_exception(kind, value, tb)))
