@@ -16,21 +16,20 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
-from .checkpoint import Checkpoint
-from .data import Data, load_data
-from .dynamics import DIVERGED, run_gd, run_gradient_flow
-from .eigen import hutchinson_trace, lanczos
+import numpy as np
+
 from .errors import ConfigError
-from .image_data import DataMissingError, download
-from .metrics import evaluate, norms
-from .models import build_model
-from .numerics import setup_numerics
-from .objective import NetObjective
-from .theory import end_point
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from .data import Data
+
+# Each stage imports what it uses inside its function: a job's process pays only for its own stage
+# (torch ≈ 3 s, pandas ≈ 1 s, scipy ≈ 0.5 s on a 2-core CPU; benchmarks/bench_pipeline.py).
 
 log = logging.getLogger("normsharp")
 
@@ -46,6 +45,8 @@ def log_to(path) -> None:
     log.info("job started (imports done)")  # benchmarks/bench_pipeline.py times each job's start from this line
 
     def hook(kind, value, tb):
+        from .image_data import DataMissingError
+
         log.error("".join(traceback.format_exception(kind, value, tb)))
         if isinstance(value, (ConfigError, DataMissingError)):  # the message says what to do; no traceback
             print(f"{kind.__name__}: {value}", file=sys.stderr)
@@ -72,17 +73,25 @@ def read_json(path) -> dict:
 
 
 def save_tensor(path, theta: torch.Tensor) -> None:
+    import torch
+
     _atomic(path, lambda p: torch.save(theta.detach().cpu(), p))
 
 
 def write_trajectory(path, rows: list[dict]) -> None:
-    frame = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS).astype(
-        {"step": "int64", "time": "float64", "train_loss": "float64", "sharpness": "float64"})
-    _atomic(path, lambda p: frame.to_parquet(p, index=False))
+    """Columns step (int64), time, train_loss, sharpness (float64), written with pyarrow (no pandas import)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({k: pa.array([float(r[k]) for r in rows] if k != "step" else [int(r[k]) for r in rows],
+                                  pa.int64() if k == "step" else pa.float64()) for k in TRAJECTORY_COLUMNS})
+    _atomic(path, lambda p: pq.write_table(table, p))
 
 
 def download_data(names: list[str], data_dir) -> None:
     """Fetch each of ``names`` ('mnist', 'cifar10') into ``data_dir``; files already there are kept (no network)."""
+    from .image_data import download
+
     if not names:
         log.info("download_data: the config uses no mnist/cifar10 setup; nothing to fetch")
     for name in names:
@@ -92,12 +101,20 @@ def download_data(names: list[str], data_dir) -> None:
 
 def prepare_data(spec: dict, loss: str, out_path) -> None:
     """Load, subset and standardise the dataset once (float64 on CPU); every later stage reads this file."""
+    import torch
+
+    from .data import load_data
+
     data = load_data(spec, loss, dtype=torch.float64, device="cpu")
     _atomic(out_path, lambda p: torch.save(vars(data), p))
 
 
 def load_prepared(path, device: torch.device, dtype: torch.dtype) -> Data:
     """The prepared dataset on ``device`` (inputs and real targets in ``dtype``, labels stay integer)."""
+    import torch
+
+    from .data import Data
+
     fields = torch.load(path, map_location="cpu", weights_only=False)
     for key in ("x_train", "y_train", "x_test", "y_test"):
         t = fields[key]
@@ -107,6 +124,10 @@ def load_prepared(path, device: torch.device, dtype: torch.dtype) -> Data:
 
 def init_model(data_path, model_spec: dict, seed: int, out_path) -> None:
     """θ₀ for (model, seed), saved with the model spec so later stages rebuild the same function."""
+    import torch
+
+    from .models import build_model
+
     data = load_prepared(data_path, torch.device("cpu"), torch.float64)
     model = build_model(model_spec, data.input_shape, data.output_dim, seed)
     _atomic(out_path, lambda p: torch.save({"theta0": model.theta0, "model": model_spec, "seed": seed,
@@ -118,6 +139,12 @@ class Problem:
     """Data, model and θ₀ of one (setup, seed) on the configured device, with the training objective."""
 
     def __init__(self, data_path, init_path, loss: str, numerics: dict):
+        import torch
+
+        from .models import build_model
+        from .numerics import setup_numerics
+        from .objective import NetObjective
+
         self.device, self.dtype = setup_numerics(numerics.get("device", "auto"), numerics.get("dtype", "float64"),
                                                  numerics.get("threads"))
         self.data = load_prepared(data_path, self.device, self.dtype)
@@ -130,6 +157,8 @@ class Problem:
                                       chunk_size=numerics.get("chunk_size"))
 
     def load_theta(self, path) -> torch.Tensor:
+        import torch
+
         return torch.load(path, map_location="cpu", weights_only=True).to(device=self.device, dtype=self.dtype)
 
 
@@ -148,6 +177,9 @@ def _write_run(out: Path, res, record: dict, ck: Checkpoint) -> None:
 
 def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dict, identity: dict, out_dir) -> None:
     """The gradient-flow reference: s_GF, η_c = 2/s_GF, t_ε, final θ and trajectory."""
+    from .checkpoint import Checkpoint
+    from .dynamics import run_gradient_flow
+
     out = Path(out_dir)
     p = Problem(data_path, init_path, loss, numerics)
     ck = Checkpoint(out / "checkpoint.pt", settings.get("checkpoint_every", 0),
@@ -174,6 +206,9 @@ def resolve_eta(eta_spec: dict, eta_c: float) -> float:
 def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, settings: dict, numerics: dict,
              identity: dict, out_dir) -> None:
     """Full-batch GD at one η from θ₀ until L < ε (or max_steps, or divergence)."""
+    from .checkpoint import Checkpoint
+    from .dynamics import run_gd
+
     out = Path(out_dir)
     gf = read_json(gf_result_path)
     eta = resolve_eta(eta_spec, gf["eta_c"])
@@ -193,6 +228,10 @@ def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, se
 
 def evaluate_geometry(data_path, init_path, run_dir, loss: str, settings: dict, numerics: dict, out_path) -> None:
     """Sharpness (signed max|λ|), top-k eigenvalues, Hutchinson trace and norms of a run's end point."""
+    from .dynamics import DIVERGED
+    from .eigen import hutchinson_trace, lanczos
+    from .metrics import norms
+
     run_dir = Path(run_dir)
     status = read_json(run_dir / "result.json")["status"]
     p = Problem(data_path, init_path, loss, numerics)
@@ -219,6 +258,9 @@ def evaluate_test(data_path, init_path, run_dir, loss: str, numerics: dict, out_
     :func:`normsharp.theory.end_point`) also the exact generalisation error ``gen_error`` and the end
     point's ``beta``; otherwise gen_error is NaN and beta empty.
     """
+    from .metrics import evaluate
+    from .theory import end_point
+
     run_dir = Path(run_dir)
     p = Problem(data_path, init_path, loss, numerics)
     theta = p.load_theta(run_dir / "theta.pt")
@@ -274,6 +316,8 @@ def eta_transition(eta, sharpness, eta_c: float, tol: float = 0.1) -> float:
 
 def transitions(runs: pd.DataFrame, tol: float = 0.1) -> pd.Series:
     """:func:`eta_transition` of each (setup, seed) from its converged GD runs, aligned with ``runs``' rows."""
+    import pandas as pd
+
     gd = runs[(runs.method == "gd") & (runs.status == "converged")]
     per_key = {key: eta_transition(g.eta, g.sharpness, g.eta_c.iloc[0], tol) for key, g in gd.groupby(["setup", "seed"])}
     return pd.Series([per_key.get((s, seed), math.nan) for s, seed in zip(runs.setup, runs.seed)], index=runs.index,
@@ -283,6 +327,8 @@ def transitions(runs: pd.DataFrame, tol: float = 0.1) -> pd.Series:
 def aggregate(run_dirs: list, out_runs, out_trajectories, transition_tol: float = 0.1) -> None:
     """One row per run into runs.parquet (with each setup and seed's :func:`eta_transition`); all trajectories,
     long form, into trajectories.parquet."""
+    import pandas as pd
+
     rows, trajectories = [], []
     for run_dir in map(Path, run_dirs):
         result = read_json(run_dir / "result.json")
