@@ -173,8 +173,9 @@ def equivalent_configs() -> dict[str, str]:
     return {
         "safe_dump, sorted keys": yaml.safe_dump(REDUCED),
         "block style": yaml.dump(REDUCED, sort_keys=False, default_flow_style=False),
-        "setups in another order": yaml.safe_dump(
-            {**REDUCED, "setups": reversed_keys(REDUCED["setups"])}, sort_keys=False, default_flow_style=None),
+        "setups and η in another order": yaml.safe_dump(
+            {**REDUCED, "setups": reversed_keys(REDUCED["setups"]), "eta": {"relative": [40.0, 0.5, 2.0]}},
+            sort_keys=False, default_flow_style=None),
         "keys of model, dataset, gd, gf in another order": yaml.safe_dump(
             keys, sort_keys=False, default_flow_style=None),
         "defaults written out": yaml.safe_dump(defaults, sort_keys=False, default_flow_style=None),
