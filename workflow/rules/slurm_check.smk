@@ -52,7 +52,7 @@ def _describe(unit):
     if unit.is_group():
         rules = sorted({j.rule.name for j in unit.jobs})
         return f"group job '{unit.groupid}' ({len(unit.jobs)} jobs of {', '.join(rules)}, stacked within `cores`)"
-    return f"rule {unit.rule.name} ({', '.join(f'{k}={v}' for k, v in unit.wildcards_dict.items())})"
+    return f"rule {unit.rule.name}"
 
 
 def _keys(unit, too_big):
@@ -68,7 +68,7 @@ def _keys(unit, too_big):
         "minutes": "runtime",
     }
     keys = [f"set-resources: {r}: {name[k]}" for r in rules for k in too_big]
-    if unit.is_group():
+    if unit.is_group() and {"CPUs", "minutes"} & set(too_big):
         keys += ["cores", f"group-components: {unit.groupid}"]
     return "; ".join(keys)
 
@@ -108,8 +108,8 @@ def check_slurm_requests():
                 continue
             if not nodes:
                 problems.append(
-                    f"{_describe(unit)}: partition '{partition}' does not exist or has no nodes "
-                    f"(sinfo -p {partition}); set `default-resources: slurm_partition` in the profile."
+                    f"partition '{partition}' does not exist or has no nodes (sinfo -p {partition}); "
+                    "set `default-resources: slurm_partition` in the profile."
                 )
                 break
             top = [max(n[i] for n in nodes) for i in range(3)]
@@ -131,10 +131,13 @@ def check_slurm_requests():
             )
             break
         unit.attempt = first
-    if problems:
+    if problems:  # the same message for many jobs of a rule once, with their number
+        counts = {p: problems.count(p) for p in problems}
         raise WorkflowError(
             "SLURM: these jobs would stay PENDING forever, nothing was submitted:\n  "
-            + "\n  ".join(problems)
+            + "\n  ".join(
+                p + (f" ({n} jobs)" if n > 1 else "") for p, n in counts.items()
+            )
         )
     return problems
 
