@@ -1,9 +1,12 @@
 """The SLURM profile (workflow/profiles/slurm) against a real single-node SLURM started by ``.ci/slurm-up.sh``.
 
-A reduced quickstart goes through sbatch with the profile's resources (the GPU requests included: the test
-node declares one GPU on /dev/null) and must give the results of a local run. A tiny shell workflow whose
-rules carry the pipeline's rule names shows the profile's retries (runtime growing with the attempt) and the
-bundling of evaluation jobs into one submission. The cluster tests skip loudly when SLURM cannot run here.
+The profile is used as shipped, with only account and partition edited (slurm_helpers.user_profile). A reduced
+quickstart goes through run-controller.sbatch: snakemake as a 1-CPU job that submits the pipeline's jobs, with
+the profile's resources (the GPU requests included: the test node declares one GPU on /dev/null), on the 2-CPU
+node; it must give the results of a local run. A config too large for the node stops before submission. A tiny
+shell workflow whose rules carry the pipeline's rule names shows the profile's retries (runtime growing with the
+attempt) and the bundling of evaluation jobs into one submission. The cluster tests skip loudly when SLURM
+cannot run here.
 """
 
 import copy
