@@ -183,3 +183,36 @@ def datasets_to_download():
     return sorted(
         {s["dataset"]["name"] for s in config["setups"].values()} & set(DOWNLOADABLE)
     )
+
+
+# --- SLURM memory requests (measured per rule: workflow/profiles/README.md) ---
+# (input features, training pool, test set) per dataset; synthetic/single_point are small: their own sizes.
+_DATA_SHAPES = {
+    "digits": (64, 1797, 0),
+    "mnist": (784, 60000, 10000),
+    "cifar10": (3072, 50000, 10000),
+}
+
+
+def setup_working_set_mb(setup):
+    """float64 working set of one setup's job, in MB: 8 bytes × (data (n_train + n_test) × d
+    + activations 10 × n_train × width × depth + Lanczos basis 220 × parameters)."""
+    s = config["setups"][setup]
+    d, pool, n_test = _DATA_SHAPES.get(s["dataset"]["name"], (100, 1000, 1000))
+    n = s["dataset"].get("n_train", pool)
+    width, depth = s["model"].get("width", 100), s["model"].get("depth", 2)
+    params = d * width + (depth - 1) * width * width + width * 10
+    return 8e-6 * ((n + n_test) * d + 10 * n * width * depth + 220 * params)
+
+
+def job_mem_mb(base_mb=1500):
+    """sbatch --mem of a rule's job: attempt × (base_mb + the setup's working set), rounded up to 100 MB.
+    base_mb covers Python with torch (≤ 1.1 GB peak RSS measured) and snakemake inside the job.
+    """
+
+    def mem_mb(wildcards, attempt):
+        setup = wildcards.get("setup")
+        extra = setup_working_set_mb(setup) if setup else 0
+        return attempt * 100 * -(-(base_mb + extra) // 100)
+
+    return mem_mb
