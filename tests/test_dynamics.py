@@ -59,11 +59,65 @@ def test_gradient_flow_on_quadratic_matches_matrix_exponential():
     star = torch.linalg.solve(a, b)
     floor = float(obj.loss(star))
     theta0 = torch.zeros(6, dtype=torch.float64)
-    res = run_gradient_flow(obj, theta0, loss_threshold=floor + 1e-4, max_steps=100_000, alpha=0.05)
+    res = run_gradient_flow(obj, theta0, loss_threshold=floor + 1e-4, max_steps=100_000, method="rk4", alpha=0.05)
     exact = star + torch.as_tensor(scipy.linalg.expm(-a.numpy() * res.time)) @ (theta0 - star)
     assert res.status == CONVERGED
     assert torch.allclose(res.theta, exact, rtol=1e-8, atol=1e-10)
     assert math.isclose(res.s_gf, 4.0, rel_tol=1e-6) and math.isclose(res.eta_c, 0.5, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("tol, bound", [(1e-6, 1e-3), (1e-9, 1e-5)])
+def test_rkc_flow_on_quadratic_matches_matrix_exponential_and_lands_on_epsilon(tol, bound):
+    a, b = spd(dim=8, top=50.0), torch.linspace(-1, 1, 8, dtype=torch.float64)  # stiff: λ from 0.1 to 50
+    obj = Quadratic(a, b)
+    star = torch.linalg.solve(a, b)
+    eps = float(obj.loss(star)) + 1e-4
+    theta0 = torch.zeros(8, dtype=torch.float64)
+    res = run_gradient_flow(obj, theta0, loss_threshold=eps, max_steps=100_000, method="rkc", tol=tol)
+    exact = star + torch.as_tensor(scipy.linalg.expm(-a.numpy() * res.time)) @ (theta0 - star)
+    assert res.status == CONVERGED
+    assert float((res.theta - exact).norm() / exact.norm()) < bound
+    assert eps - 1e-8 < res.train_loss < eps  # the last step is shortened to end where L reaches ε
+    t_exact = scipy.optimize.brentq(lambda t: float(obj.loss(star + torch.as_tensor(
+        scipy.linalg.expm(-a.numpy() * t)) @ (theta0 - star))) - eps, 0.0, 1e3)
+    assert math.isclose(res.time, t_exact, rel_tol=bound)  # t_ε is ill-conditioned here: L is flat at the end
+    assert math.isclose(res.s_gf, 50.0, rel_tol=1e-6)
+    if tol >= 1e-6:  # far fewer steps than an explicit method stable only at h ≤ 2.8/λ_max
+        assert res.steps < 0.2 * res.time * 50.0
+
+
+class PeakedCurvature:
+    """L(x, y) = ½x² + ½a(x)y², a(x) = 4 + 3exp(−(x − 1)²/w). From (x₀, 0) the flow is x = x₀e^{−t}, y = 0, and
+    S(t) = a(x₀e^{−t}) (the Hessian is diag(1, a(x))): S peaks at 7 at t = ln x₀, between sampling points."""
+
+    dim = 2
+
+    def __init__(self, width=0.01):
+        self.width = width
+
+    def loss(self, theta):
+        x, y = theta
+        return 0.5 * x**2 + 0.5 * (4 + 3 * torch.exp(-((x - 1) ** 2) / self.width)) * y**2
+
+    def loss_and_grad(self, theta):
+        theta = theta.detach().requires_grad_(True)
+        value = self.loss(theta)
+        return value.detach(), torch.autograd.grad(value, theta)[0]
+
+    def hessian_at(self, theta):
+        h = torch.autograd.functional.hessian(self.loss, theta.detach())
+        return lambda v: h @ v
+
+
+def test_rkc_finds_the_maximum_sharpness_between_steps():
+    obj = PeakedCurvature()
+    theta0 = torch.tensor([3.0, 0.0], dtype=torch.float64)
+    res = run_gradient_flow(obj, theta0, loss_threshold=1e-3, max_steps=10_000, method="rkc", tol=1e-6,
+                            log_every=1, sharpness_tol=1e-8)
+    sampled = max(r["sharpness"] for r in res.trajectory)
+    assert res.status == CONVERGED and math.isclose(res.time, math.log(3 / math.sqrt(2e-3)), rel_tol=1e-3)
+    assert sampled < 7.0 - 1e-3  # the accepted steps straddle the peak ...
+    assert math.isclose(res.s_gf, 7.0, rel_tol=1e-5)  # ... and the refinement finds it
 
 
 def digits_fcn(n, width, loss="mse", seed=0):
@@ -183,14 +237,15 @@ class KilledAfter:
         return self.objective.hessian_at(theta)
 
 
-@pytest.mark.parametrize("method", ["gd", "gf"])
+@pytest.mark.parametrize("method", ["gd", "rk4", "rkc"])
 def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path, method):
     obj, theta0 = digits_fcn(n=60, width=16)
     kwargs = dict(loss_threshold=0.05, max_steps=5000, log_every=5)
     if method == "gd":
         run = lambda o, ck: run_gd(o, theta0, 0.3, sharpness_every=20, checkpoint=ck, **kwargs)  # noqa: E731
     else:
-        run = lambda o, ck: run_gradient_flow(o, theta0, sharpness_every=3, checkpoint=ck, **kwargs)  # noqa: E731
+        run = lambda o, ck: run_gradient_flow(o, theta0, method=method, sharpness_every=3, checkpoint=ck,  # noqa: E731
+                                              **kwargs)
     settings = {"method": method, "eta": 0.3}
     whole = run(obj, None)
     ck = Checkpoint(tmp_path / "ck.pt", every=7, settings=settings)

@@ -190,7 +190,7 @@ def test_gradient_flow_conserves_uv_invariant(depth):
     model = FlatModel(DiagonalLinear(d, depth, "uv", 1.0))
     theta0 = 0.3 + torch.rand(2 * d, generator=gen, dtype=torch.float64)
     obj = NetObjective(model, x, y, "mse")
-    res = run_gradient_flow(obj, theta0, loss_threshold=1e-10, max_steps=20_000, alpha=0.2)
+    res = run_gradient_flow(obj, theta0, loss_threshold=1e-10, max_steps=20_000, method="rk4", alpha=0.2)
     assert res.status == "converged"
 
     def invariant(theta):
@@ -224,7 +224,7 @@ def test_library_gradient_flow_ends_at_closed_form_limit(name):
     inst = INST[name]
     model = FlatModel(DiagonalLinear(inst.d, inst.depth, "shared", 0.1))
     obj = NetObjective(model, torch.tensor(inst.x[None]), torch.tensor([[inst.y]]), "mse")
-    res = run_gradient_flow(obj, model.theta0, loss_threshold=1e-16, max_steps=5000, alpha=0.1)
+    res = run_gradient_flow(obj, model.theta0, loss_threshold=1e-16, max_steps=5000, method="rk4", alpha=0.1)
     assert res.status == "converged"
     beta = theory.beta_of_theta(res.theta, inst.depth, "shared")
     assert np.abs(beta - theory.gradient_flow_limit(inst, 0.1).beta).max() < 2e-6
@@ -243,7 +243,7 @@ def test_gd_step_size_moves_end_point_from_norm_to_sharpness_minimiser():
     model = build_model({"arch": "diagonal_linear", "depth": 2, "variant": "shared", "init_scale": GD_ALPHA},
                         (2,), 1, 0)
     obj = NetObjective(model, torch.tensor(raw.x_train), torch.tensor(raw.t_train), "mse")
-    flow = run_gradient_flow(obj, model.theta0, loss_threshold=GD_EPS, max_steps=5000, alpha=0.5)
+    flow = run_gradient_flow(obj, model.theta0, loss_threshold=GD_EPS, max_steps=5000, method="rk4", alpha=0.5)
     assert flow.status == "converged"
     eta_c = flow.eta_c
     m = theory.minimisers(inst)

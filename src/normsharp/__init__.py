@@ -1,6 +1,6 @@
 """normsharp: norm versus sharpness at the Edge of Stability (arXiv 2505.21423).
 
-The library behind the Snakemake workflow: data, models, losses, full-batch GD, gradient flow (RK4),
+The library behind the Snakemake workflow: data, models, losses, full-batch GD, gradient flow (RKC / RK4),
 Hessian eigensolvers, norms and evaluation. It imports no Snakemake.
 """
 

@@ -12,8 +12,6 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-import torch
-
 from . import __version__
 
 # Columns of runs.parquet (NA for results written before they existed).
@@ -58,6 +56,8 @@ def cpu_name() -> str:
 
 def provenance(device: torch.device, dtype: torch.dtype) -> dict:
     """The record of what computed a run on ``device`` in ``dtype``."""
+    import torch  # here: aggregate and figures import this module's COLUMNS without torch
+
     commit, dirty = git_state()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"normsharp_version": __version__, "git_commit": commit, "git_dirty": dirty,

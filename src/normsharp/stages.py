@@ -15,24 +15,22 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import torch
 
-from .checkpoint import Checkpoint
-from .data import Data, load_data
-from .dynamics import DIVERGED, run_gd, run_gradient_flow
-from .eigen import hutchinson_trace, lanczos
 from .errors import ConfigError
-from .image_data import DataMissingError, download
-from .metrics import evaluate, norms
-from .models import build_model
-from .numerics import setup_numerics
-from .objective import NetObjective
 from .provenance import COLUMNS as PROVENANCE_COLUMNS
 from .provenance import provenance
-from .theory import end_point
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from .data import Data
+
+# Each stage imports what it uses inside its function: a job's process pays only for its own stage
+# (torch ≈ 3 s, pandas ≈ 1 s, scipy ≈ 0.5 s on a 2-core CPU; benchmarks/bench_pipeline.py).
 
 log = logging.getLogger("normsharp")
 
@@ -45,8 +43,11 @@ def log_to(path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.setLevel(logging.INFO)
     log.addHandler(handler)
+    log.info("job started (imports done)")  # benchmarks/bench_pipeline.py times each job's start from this line
 
     def hook(kind, value, tb):
+        from .image_data import DataMissingError
+
         log.error("".join(traceback.format_exception(kind, value, tb)))
         if isinstance(value, (ConfigError, DataMissingError)):  # the message says what to do; no traceback
             print(f"{kind.__name__}: {value}", file=sys.stderr)
@@ -73,17 +74,25 @@ def read_json(path) -> dict:
 
 
 def save_tensor(path, theta: torch.Tensor) -> None:
+    import torch
+
     _atomic(path, lambda p: torch.save(theta.detach().cpu(), p))
 
 
 def write_trajectory(path, rows: list[dict]) -> None:
-    frame = pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS).astype(
-        {"step": "int64", "time": "float64", "train_loss": "float64", "sharpness": "float64"})
-    _atomic(path, lambda p: frame.to_parquet(p, index=False))
+    """Columns step (int64), time, train_loss, sharpness (float64), written with pyarrow (no pandas import)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({k: pa.array([float(r[k]) for r in rows] if k != "step" else [int(r[k]) for r in rows],
+                                  pa.int64() if k == "step" else pa.float64()) for k in TRAJECTORY_COLUMNS})
+    _atomic(path, lambda p: pq.write_table(table, p))
 
 
 def download_data(names: list[str], data_dir) -> None:
     """Fetch each of ``names`` ('mnist', 'cifar10') into ``data_dir``; files already there are kept (no network)."""
+    from .image_data import download
+
     if not names:
         log.info("download_data: the config uses no mnist/cifar10 setup; nothing to fetch")
     for name in names:
@@ -93,12 +102,20 @@ def download_data(names: list[str], data_dir) -> None:
 
 def prepare_data(spec: dict, loss: str, out_path) -> None:
     """Load, subset and standardise the dataset once (float64 on CPU); every later stage reads this file."""
+    import torch
+
+    from .data import load_data
+
     data = load_data(spec, loss, dtype=torch.float64, device="cpu")
     _atomic(out_path, lambda p: torch.save(vars(data), p))
 
 
 def load_prepared(path, device: torch.device, dtype: torch.dtype) -> Data:
     """The prepared dataset on ``device`` (inputs and real targets in ``dtype``, labels stay integer)."""
+    import torch
+
+    from .data import Data
+
     fields = torch.load(path, map_location="cpu", weights_only=False)
     for key in ("x_train", "y_train", "x_test", "y_test"):
         t = fields[key]
@@ -108,6 +125,10 @@ def load_prepared(path, device: torch.device, dtype: torch.dtype) -> Data:
 
 def init_model(data_path, model_spec: dict, seed: int, out_path) -> None:
     """θ₀ for (model, seed), saved with the model spec so later stages rebuild the same function."""
+    import torch
+
+    from .models import build_model
+
     data = load_prepared(data_path, torch.device("cpu"), torch.float64)
     model = build_model(model_spec, data.input_shape, data.output_dim, seed)
     _atomic(out_path, lambda p: torch.save({"theta0": model.theta0, "model": model_spec, "seed": seed,
@@ -119,6 +140,12 @@ class Problem:
     """Data, model and θ₀ of one (setup, seed) on the configured device, with the training objective."""
 
     def __init__(self, data_path, init_path, loss: str, numerics: dict):
+        import torch
+
+        from .models import build_model
+        from .numerics import setup_numerics
+        from .objective import NetObjective
+
         self.device, self.dtype = setup_numerics(numerics.get("device", "auto"), numerics.get("dtype", "float64"),
                                                  numerics.get("threads"))
         self.data = load_prepared(data_path, self.device, self.dtype)
@@ -131,6 +158,8 @@ class Problem:
                                       chunk_size=numerics.get("chunk_size"))
 
     def load_theta(self, path) -> torch.Tensor:
+        import torch
+
         return torch.load(path, map_location="cpu", weights_only=True).to(device=self.device, dtype=self.dtype)
 
 
@@ -149,13 +178,17 @@ def _write_run(out: Path, res, record: dict, ck: Checkpoint) -> None:
 
 def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dict, identity: dict, out_dir) -> None:
     """The gradient-flow reference: s_GF, η_c = 2/s_GF, t_ε, final θ and trajectory."""
+    from .checkpoint import Checkpoint
+    from .dynamics import run_gradient_flow
+
     out = Path(out_dir)
     p = Problem(data_path, init_path, loss, numerics)
     ck = Checkpoint(out / "checkpoint.pt", settings.get("checkpoint_every", 0),
                     {**settings, **numerics, "loss": loss})
     start = time.monotonic()
     res = run_gradient_flow(p.objective, p.theta0, loss_threshold=settings["loss_threshold"],
-                            max_steps=settings["max_steps"], alpha=settings["alpha"],
+                            max_steps=settings["max_steps"], method=settings["method"], tol=settings["tol"],
+                            alpha=settings["alpha"],
                             sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
                             log_every=settings["log_every"],
                             divergence_factor=settings["divergence_factor"], checkpoint=ck)
@@ -174,6 +207,9 @@ def resolve_eta(eta_spec: dict, eta_c: float) -> float:
 def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, settings: dict, numerics: dict,
              identity: dict, out_dir) -> None:
     """Full-batch GD at one η from θ₀ until L < ε (or max_steps, or divergence)."""
+    from .checkpoint import Checkpoint
+    from .dynamics import run_gd
+
     out = Path(out_dir)
     gf = read_json(gf_result_path)
     eta = resolve_eta(eta_spec, gf["eta_c"])
@@ -193,6 +229,10 @@ def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, se
 
 def evaluate_geometry(data_path, init_path, run_dir, loss: str, settings: dict, numerics: dict, out_path) -> None:
     """Sharpness (signed max|λ|), top-k eigenvalues, Hutchinson trace and norms of a run's end point."""
+    from .dynamics import DIVERGED
+    from .eigen import hutchinson_trace, lanczos
+    from .metrics import norms
+
     run_dir = Path(run_dir)
     status = read_json(run_dir / "result.json")["status"]
     p = Problem(data_path, init_path, loss, numerics)
@@ -219,6 +259,9 @@ def evaluate_test(data_path, init_path, run_dir, loss: str, numerics: dict, out_
     :func:`normsharp.theory.end_point`) also the exact generalisation error ``gen_error`` and the end
     point's ``beta``; otherwise gen_error is NaN and beta empty.
     """
+    from .metrics import evaluate
+    from .theory import end_point
+
     run_dir = Path(run_dir)
     p = Problem(data_path, init_path, loss, numerics)
     theta = p.load_theta(run_dir / "theta.pt")
@@ -274,6 +317,8 @@ def eta_transition(eta, sharpness, eta_c: float, tol: float = 0.1) -> float:
 
 def transitions(runs: pd.DataFrame, tol: float = 0.1) -> pd.Series:
     """:func:`eta_transition` of each (setup, seed) from its converged GD runs, aligned with ``runs``' rows."""
+    import pandas as pd
+
     gd = runs[(runs.method == "gd") & (runs.status == "converged")]
     per_key = {key: eta_transition(g.eta, g.sharpness, g.eta_c.iloc[0], tol) for key, g in gd.groupby(["setup", "seed"])}
     return pd.Series([per_key.get((s, seed), math.nan) for s, seed in zip(runs.setup, runs.seed)], index=runs.index,
@@ -283,6 +328,8 @@ def transitions(runs: pd.DataFrame, tol: float = 0.1) -> pd.Series:
 def aggregate(run_dirs: list, out_runs, out_trajectories, transition_tol: float = 0.1) -> None:
     """One row per run into runs.parquet (with each setup and seed's :func:`eta_transition`); all trajectories,
     long form, into trajectories.parquet."""
+    import pandas as pd
+
     rows, trajectories = [], []
     for run_dir in map(Path, run_dirs):
         result = read_json(run_dir / "result.json")
