@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -77,12 +78,14 @@ class _Progress:
 def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_threshold: float, max_steps: int,
            log_every: int = 10, sharpness_every: int = 0, sharpness_tol: float = 1e-4,
            divergence_factor: float = 1e3, checkpoint: Checkpoint | None = None,
-           progress_seconds: float = 10.0) -> RunResult:
+           progress_seconds: float = 10.0, observe: Callable[[torch.Tensor], dict] | None = None,
+           observe_every: int = 0) -> RunResult:
     """GD at fixed η from θ₀ until L(θ_k) < ε, k = max_steps, or divergence.
 
     Every ``log_every`` steps the trajectory records (step, time, train_loss, sharpness), the loss coming
     from the gradient's own forward pass; every ``sharpness_every`` steps (0 = never) S is computed by
-    Lanczos warm-started from the previous eigenvector.
+    Lanczos warm-started from the previous eigenvector. Every ``observe_every`` steps (0 = never) and at
+    the end, the row also gets the columns ``observe(θ)`` returns (e.g. the test loss).
     """
     state = checkpoint.load() if checkpoint else None
     if state is None:
@@ -103,8 +106,9 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
             eig = sharpness(objective.hessian_at(theta), objective.dim, tol=sharpness_tol, v0=vec,
                             dtype=theta.dtype, device=theta.device)
             s, vec, n_hvp = eig.value, eig.vector, n_hvp + eig.n_matvec
-        if step % log_every == 0 or status is not None:
-            trajectory.append(dict(step=step, time=step * eta, train_loss=loss, sharpness=s))
+        seen = _observed(observe, observe_every, step, status, theta)
+        if step % log_every == 0 or status is not None or seen:
+            trajectory.append(dict(step=step, time=step * eta, train_loss=loss, sharpness=s, **seen))
         progress(step, loss, s, force=status is not None or step == 0)
         if status is not None:
             return RunResult(status, step, theta, loss, step * eta, trajectory, n_grad, n_hvp, vec)
@@ -113,6 +117,12 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
         if checkpoint and checkpoint.due(step):
             checkpoint.save(dict(step=step, theta=theta, trajectory=trajectory, n_grad=n_grad, n_hvp=n_hvp,
                                  vec=vec, loss0=loss0))
+
+
+def _observed(observe, every: int, step: int, status: str | None, theta: torch.Tensor) -> dict:
+    """observe(θ) when due (every ``every`` steps and at a non-diverged end), else {}."""
+    due = observe is not None and every and (step % every == 0 or status is not None) and status != DIVERGED
+    return observe(theta) if due else {}
 
 
 def rk4_step(objective: Objective, theta: torch.Tensor, grad: torch.Tensor, h: float) -> torch.Tensor:
@@ -127,11 +137,13 @@ def rk4_step(objective: Objective, theta: torch.Tensor, grad: torch.Tensor, h: f
 def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
                       alpha: float = 1.0, sharpness_every: int = 5, sharpness_tol: float = 1e-5,
                       log_every: int = 10, divergence_factor: float = 1e3, checkpoint: Checkpoint | None = None,
-                      progress_seconds: float = 10.0) -> FlowResult:
+                      progress_seconds: float = 10.0, observe: Callable[[torch.Tensor], dict] | None = None,
+                      observe_every: int = 0) -> FlowResult:
     """Gradient flow from θ₀ by RK4 at step α/S until L < ε; returns t_ε, s_GF, η_c = 2/s_GF.
 
     S is recomputed every ``sharpness_every`` RK4 steps (warm-started) and at the end; s_GF is the
-    largest |S| computed. Every ``log_every`` steps the trajectory records (step, time, loss, S).
+    largest |S| computed. Every ``log_every`` steps the trajectory records (step, time, loss, S); every
+    ``observe_every`` steps (0 = never) and at the end a row also gets the columns ``observe(θ)`` returns.
     """
     state = checkpoint.load() if checkpoint else None
     if state is None:
@@ -159,14 +171,15 @@ def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_thresh
         fresh = math.nan
         if status is None and step % sharpness_every == 0:
             s_now = fresh = solve(theta)
+        seen = _observed(observe, observe_every, step, status, theta)
         if status is not None:
             final = solve(theta) if status != DIVERGED else math.nan
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=final))
+            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=final, **seen))
             progress(step, loss, final, force=True, t=t, s_gf=s_max)
             return FlowResult(status, step, theta, loss, t, trajectory, n_grad, n_hvp, vec,
                               s_gf=s_max, eta_c=2.0 / s_max if s_max > 0 else math.nan, final_sharpness=final)
-        if step % log_every == 0:
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=fresh))
+        if step % log_every == 0 or seen:
+            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=fresh, **seen))
         progress(step, loss, s_now, force=step == 0, t=t)
         h = alpha / max(abs(s_now), 1e-12)
         theta = rk4_step(objective, theta, grad, h)
