@@ -22,3 +22,4 @@ rule all:
         f"{R}/runs.parquet",
         f"{R}/trajectories.parquet",
         FIGURE_FILES,
+        last_rounds(),

@@ -88,6 +88,18 @@ def runs_after(setup, seed, rounds):
         return json.load(f)["runs"]
 
 
+def last_rounds():
+    """The last refinement round's file of every refined setup and seed: targets of `all`, so a raised
+    eta.refine.rounds schedules the new rounds (aggregate alone would not notice a missing round).
+    """
+    return [
+        f"{R}/{s}/seed{seed}/refine/round{refine_rounds(s)}.json"
+        for s, cfg in config["setups"].items()
+        for seed in cfg["seeds"]
+        if refine_rounds(s)
+    ]
+
+
 def all_run_dirs(wildcards=None):
     return [
         f"{R}/{s}/seed{seed}/{run}"
