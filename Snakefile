@@ -23,3 +23,6 @@ rule all:
         f"{R}/trajectories.parquet",
         FIGURE_FILES,
         last_rounds(),
+
+
+include: "workflow/rules/slurm_check.smk"

@@ -23,6 +23,8 @@ rule aggregate:
         f"{R}/logs/aggregate.log",
     conda:
         "../envs/analysis.yaml"
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         run_dirs=lambda w, input: [os.path.dirname(f) for f in input.runs[::5]],
         transition_tol=config["transition_tol"],
@@ -49,6 +51,8 @@ rule figures:
         f"{R}/logs/figures.log",
     conda:
         "../envs/analysis.yaml"
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         options=config["figures"],
         diagonal=DIAGONAL_SETUPS,
