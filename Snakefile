@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/refine.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -21,6 +22,7 @@ rule all:
         f"{R}/runs.parquet",
         f"{R}/trajectories.parquet",
         FIGURE_FILES,
+        last_rounds(),
 
 
 include: "workflow/rules/slurm_check.smk"

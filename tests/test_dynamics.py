@@ -53,6 +53,34 @@ def test_gd_stops_at_max_steps():
     assert res.status == MAX_STEPS and res.steps == 25
 
 
+@pytest.mark.parametrize("method", ["gd", "gf"])
+def test_observe_runs_at_its_own_steps_and_the_end_only(method):
+    """The test-loss hook: observe(θ) exactly every ``observe_every`` steps and at the end, at the θ of that
+    step (here ½‖θ − c‖², a closed form), its columns only in those rows; the run itself is unchanged."""
+    a, c = spd(), torch.full((6,), 0.5, dtype=torch.float64)
+    seen = []
+
+    def observe(theta):
+        seen.append(theta.clone())
+        return {"test_loss": float(0.5 * (theta - c) @ (theta - c))}
+
+    def run(**hook):
+        if method == "gd":
+            return run_gd(Quadratic(a), torch.ones(6, dtype=torch.float64), 0.3, loss_threshold=1e-6,
+                          max_steps=10_000, log_every=4, **hook)
+        return run_gradient_flow(Quadratic(a), torch.ones(6, dtype=torch.float64), loss_threshold=1e-6,
+                                 max_steps=10_000, log_every=4, **hook)
+
+    plain, res = run(), run(observe=observe, observe_every=7)
+    assert res.steps == plain.steps and torch.equal(res.theta, plain.theta)
+    due = [k for k in range(res.steps + 1) if k % 7 == 0 or k == res.steps]
+    assert len(seen) == len(due)  # one evaluation per due step, none elsewhere
+    rows = {r["step"]: r for r in res.trajectory}
+    assert sorted(k for k, r in rows.items() if "test_loss" in r) == due
+    assert set(rows) == {k for k in range(res.steps + 1) if k % 4 == 0} | set(due)
+    assert rows[res.steps]["test_loss"] == pytest.approx(float(0.5 * (res.theta - c) @ (res.theta - c)), rel=1e-14)
+
+
 def test_gradient_flow_on_quadratic_matches_matrix_exponential():
     a, b = spd(), torch.linspace(-1, 1, 6, dtype=torch.float64)
     obj = Quadratic(a, b)

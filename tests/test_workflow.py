@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -35,10 +36,11 @@ REDUCED = {
             "loss": "mse",
             "loss_threshold": 0.05,
             "eta": {"relative": [0.5, 2.0]},
+            "gf": {"test_every": 10},
         },
     },
     "eta": {"relative": [0.5, 2.0, 40.0]},  # 40 η_c diverges
-    "gd": {"max_steps": 20000, "checkpoint_every": 500},
+    "gd": {"max_steps": 20000, "checkpoint_every": 500, "test_every": 100},
     "gf": {"alpha": 1.0, "checkpoint_every": 1000},  # the defaults, written out
     "geometry": {"top_k": 3, "trace_samples": 5},
 }
@@ -101,6 +103,25 @@ def test_runs_parquet_follows_the_contract(finished):
     assert (eos.sharpness < 0.8 * eos.s_gf).all()  # GD above η_c ends flatter than the flow ever was
 
 
+def test_gd_to_gf_gaps(finished):
+    runs = pd.read_parquet(finished / "results/mini/runs.parquet")
+    gf = runs[runs.method == "gf"].set_index(["setup", "seed"])
+    assert (gf[["dist_to_gf", "rel_dist_to_gf", "train_loss_gap_gf", "sharpness_gap_gf"]] == 0).all().all()
+    base = finished / "results/mini/a/seed0"
+    theta0 = torch.load(base / "init.pt", weights_only=False)["theta0"]
+    theta_gf = torch.load(base / "gf/theta.pt")
+    row = runs[(runs.setup == "a") & (runs.eta_over_eta_c == 0.5)].iloc[0]
+    dist = float((torch.load(base / "r0.5/theta.pt") - theta_gf).norm())
+    assert row.dist_to_gf == pytest.approx(dist, rel=1e-12)
+    assert row.rel_dist_to_gf == pytest.approx(dist / float((theta_gf - theta0).norm()), rel=1e-12)
+    assert row.train_loss_gap_gf == pytest.approx(row.train_loss - gf.loc[("a", 0)].train_loss, rel=1e-12)
+    assert row.sharpness_gap_gf == pytest.approx(row.sharpness - gf.loc[("a", 0)].sharpness, rel=1e-12)
+    gd = runs[(runs.method == "gd") & (runs.status == "converged")]
+    flow, eos = gd[gd.regime == "flow-aligned"], gd[gd.regime == "eos"]
+    assert (flow.rel_dist_to_gf < 0.5).all() and (eos.sharpness_gap_gf < 0).all()  # near the flow; flatter
+    assert runs[runs.status == "diverged"][["dist_to_gf", "sharpness_gap_gf"]].isna().all().all()
+
+
 def test_runs_record_what_produced_them(finished):
     runs = pd.read_parquet(finished / "results/mini/runs.parquet")
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -124,9 +145,35 @@ def test_trajectories_parquet(finished):
     assert (first == 0).all()
 
 
+def test_test_loss_along_the_trajectory(finished):
+    """gd.test_every = 100 (all setups), gf.test_every = 10 (setup b only): test loss exactly at those steps
+    and at the end, NaN elsewhere; at the end it is evaluate_test's test loss of the end point."""
+    traj = pd.read_parquet(finished / "results/mini/trajectories.parquet")
+    runs = pd.read_parquet(finished / "results/mini/runs.parquet")
+    assert str(traj.test_loss.dtype) == "float64" and str(traj.test_accuracy.dtype) == "float64"
+    ok = runs[runs.status == "converged"]
+    checked = 0
+    for r in ok.itertuples():
+        t = traj[(traj.setup == r.setup) & (traj.method == r.method)
+                 & (traj.eta.isna() if r.method == "gf" else np.isclose(traj.eta, r.eta))]
+        every = {"gd": 100, "gf": 10 if r.setup == "b" else 0}[r.method]
+        tested = t[t.test_loss.notna()]
+        if every == 0:
+            assert tested.empty
+            continue
+        assert set(tested.step) == {k for k in t.step if k % every == 0} | {r.steps}
+        assert (tested.test_accuracy > 0).all()
+        end = tested[tested.step == r.steps].iloc[0]
+        assert end.test_loss == pytest.approx(r.test_loss, rel=1e-10)
+        assert end.test_accuracy == pytest.approx(r.test_accuracy, rel=1e-12)
+        checked += 1
+    assert checked == 5  # a: GD 0.5, 2 η_c; b: GF, GD 0.5, 2 η_c
+
+
 def test_figures_and_report(finished):
     figures = finished / "results/mini/figures"
-    for name in ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories"):
+    for name in ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories",
+                 "phase_diagram", "gap_to_flow"):
         for ext in ("png", "pdf"):
             assert (figures / f"{name}.{ext}").stat().st_size > 1000
     assert not list(figures.glob("dln_*"))  # the diagonal-linear-network figures only for such setups

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -79,12 +80,14 @@ class _Progress:
 def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_threshold: float, max_steps: int,
            log_every: int = 10, sharpness_every: int = 0, sharpness_tol: float = 1e-4,
            divergence_factor: float = 1e3, checkpoint: Checkpoint | None = None,
-           progress_seconds: float = 10.0) -> RunResult:
+           progress_seconds: float = 10.0, observe: Callable[[torch.Tensor], dict] | None = None,
+           observe_every: int = 0) -> RunResult:
     """GD at fixed η from θ₀ until L(θ_k) < ε, k = max_steps, or divergence.
 
     Every ``log_every`` steps the trajectory records (step, time, train_loss, sharpness), the loss coming
     from the gradient's own forward pass; every ``sharpness_every`` steps (0 = never) S is computed by
-    Lanczos warm-started from the previous eigenvector.
+    Lanczos warm-started from the previous eigenvector. Every ``observe_every`` steps (0 = never) and at
+    the end, the row also gets the columns ``observe(θ)`` returns (e.g. the test loss).
     """
     state = checkpoint.load() if checkpoint else None
     if state is None:
@@ -105,8 +108,9 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
             eig = sharpness(objective.hessian_at(theta), objective.dim, tol=sharpness_tol, v0=vec,
                             dtype=theta.dtype, device=theta.device)
             s, vec, n_hvp = eig.value, eig.vector, n_hvp + eig.n_matvec
-        if step % log_every == 0 or status is not None:
-            trajectory.append(dict(step=step, time=step * eta, train_loss=loss, sharpness=s))
+        seen = _observed(observe, observe_every, step, status, theta)
+        if step % log_every == 0 or status is not None or seen:
+            trajectory.append(dict(step=step, time=step * eta, train_loss=loss, sharpness=s, **seen))
         progress(step, loss, s, force=status is not None or step == 0)
         if status is not None:
             return RunResult(status, step, theta, loss, step * eta, trajectory, n_grad, n_hvp, vec)
@@ -115,6 +119,12 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
         if checkpoint and checkpoint.due(step):
             checkpoint.save(dict(step=step, theta=theta, trajectory=trajectory, n_grad=n_grad, n_hvp=n_hvp,
                                  vec=vec, loss0=loss0))
+
+
+def _observed(observe, every: int, step: int, status: str | None, theta: torch.Tensor) -> dict:
+    """observe(θ) when due (every ``every`` steps and at a non-diverged end), else {}."""
+    due = observe is not None and every and (step % every == 0 or status is not None) and status != DIVERGED
+    return observe(theta) if due else {}
 
 
 def rk4_step(objective: Objective, theta: torch.Tensor, grad: torch.Tensor, h: float) -> torch.Tensor:
@@ -132,16 +142,18 @@ GF_METHODS = ("rkc", "rk4")
 def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
                       method: str = "rkc", tol: float = 1e-7, alpha: float = 1.0, sharpness_every: int = 5,
                       sharpness_tol: float = 1e-5, log_every: int = 10, divergence_factor: float = 1e3,
-                      checkpoint: Checkpoint | None = None, progress_seconds: float = 10.0) -> FlowResult:
+                      checkpoint: Checkpoint | None = None, progress_seconds: float = 10.0,
+                      observe: Callable[[torch.Tensor], dict] | None = None, observe_every: int = 0) -> FlowResult:
     """Gradient flow dθ/dt = −∇L(θ) from θ₀ until L < ε; returns t_ε, s_GF = max S along it, η_c = 2/s_GF.
 
     ``method`` 'rkc' (:func:`_flow_rkc`: local error ≤ ``tol``, S at every step) or 'rk4' (:func:`_flow_rk4`:
     step α/S, S every ``sharpness_every`` steps). ``steps`` counts integrator steps; every ``log_every`` of
     them the trajectory records (step, time, train_loss, sharpness). S is computed to relative ``sharpness_tol``.
+    Every ``observe_every`` steps (0 = never) and at the end a row also gets the columns ``observe(θ)`` returns.
     """
     common = dict(loss_threshold=loss_threshold, max_steps=max_steps, sharpness_tol=sharpness_tol,
                   log_every=log_every, divergence_factor=divergence_factor, checkpoint=checkpoint,
-                  progress_seconds=progress_seconds)
+                  progress_seconds=progress_seconds, observe=observe, observe_every=observe_every)
     if method == "rk4":
         return _flow_rk4(objective, theta0, alpha=alpha, sharpness_every=sharpness_every, **common)
     if method == "rkc":
@@ -151,7 +163,7 @@ def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_thresh
 
 def _flow_rk4(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
               alpha: float, sharpness_every: int, sharpness_tol: float, log_every: int, divergence_factor: float,
-              checkpoint: Checkpoint | None, progress_seconds: float) -> FlowResult:
+              checkpoint: Checkpoint | None, progress_seconds: float, observe, observe_every: int) -> FlowResult:
     """RK4 at step α/S: S is recomputed every ``sharpness_every`` steps (warm-started) and at the end; s_GF is
     the largest |S| computed."""
     state = checkpoint.load() if checkpoint else None
@@ -180,14 +192,15 @@ def _flow_rk4(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
         fresh = math.nan
         if status is None and step % sharpness_every == 0:
             s_now = fresh = solve(theta)
+        seen = _observed(observe, observe_every, step, status, theta)
         if status is not None:
             final = solve(theta) if status != DIVERGED else math.nan
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=final))
+            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=final, **seen))
             progress(step, loss, final, force=True, t=t, s_gf=s_max)
             return FlowResult(status, step, theta, loss, t, trajectory, n_grad, n_hvp, vec,
                               s_gf=s_max, eta_c=2.0 / s_max if s_max > 0 else math.nan, final_sharpness=final)
-        if step % log_every == 0:
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=fresh))
+        if step % log_every == 0 or seen:
+            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=fresh, **seen))
         progress(step, loss, s_now, force=step == 0, t=t)
         h = alpha / max(abs(s_now), 1e-12)
         theta = rk4_step(objective, theta, grad, h)
@@ -263,7 +276,7 @@ def _hermite_root(l0: float, d0: float, l1: float, d1: float, h: float, target: 
 
 def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int, tol: float,
               sharpness_tol: float, log_every: int, divergence_factor: float, checkpoint: Checkpoint | None,
-              progress_seconds: float) -> FlowResult:
+              progress_seconds: float, observe, observe_every: int) -> FlowResult:
     """Second-order Runge–Kutta–Chebyshev (RKC2) with embedded error control; S at every accepted step.
 
     Steps: s stages for h·S ≤ 0.65(s² − 1), so the cost per unit time grows as √S, not S; S (Lanczos, warm-started)
@@ -328,14 +341,15 @@ def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
             samples = (samples + [(t, s_now, theta, grad)])[-3:]
             if len(samples) == 3 and abs(samples[1][1]) > max(abs(samples[0][1]), abs(samples[2][1])):
                 refine_peak()
+        seen = _observed(observe, observe_every, step, status, theta)
         if status is not None:
             final = s_now if status != DIVERGED else math.nan
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=final))
+            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=final, **seen))
             progress(step, loss, final, force=True, t=t, s_gf=s_max)
             return FlowResult(status, step, theta, loss, t, trajectory, n_grad, n_hvp, vec,
                               s_gf=s_max, eta_c=2.0 / s_max if s_max > 0 else math.nan, final_sharpness=final)
-        if step % log_every == 0:
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=s_now))
+        if step % log_every == 0 or seen:
+            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=s_now, **seen))
         progress(step, loss, s_now, force=step == 0, t=t)
         rho = 1.1 * max(abs(s_now), 1e-12)  # margin: S grows inside a step
         if h is None:

@@ -20,102 +20,229 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-FIGURES = ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories")
+FIGURES = ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories",
+           "phase_diagram", "gap_to_flow")
 DIAGONAL_FIGURES = ("dln_zero_loss_set", "dln_vs_eta")
 
 
+def _plain(value, _pos=None) -> str:
+    """Tick label without exponent notation: 0.25, 4, 1e+03 → 1000."""
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0e}"
+
+
+def _plain_log(axis, subs=(1.0, 2.0, 5.0)):
+    """Log-scaled ``axis`` (ax.xaxis or ax.yaxis) with plain labels at 1, 2, 5 × 10^k and unlabelled minors."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(subs=subs))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(_plain))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def _log_eta_axis(ax):
-    """Log η axis with labels on the decades only (minor labels overlap)."""
+    """Log raw-η axis with plain labels."""
     ax.set_xscale("log")
+    _plain_log(ax.xaxis)
+
+
+def _ratio_axis(ax, eta_c: float):
+    """x = η/η_c on a log scale (ticks at powers of 2), η_c marked, raw η (at the seeds' mean η_c) on top."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_plain))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.axvline(1.0, color="grey", ls=":", lw=1, label="η_c = 2/s_GF")
+    top = ax.secondary_xaxis("top", functions=(lambda r: r * eta_c, lambda e: e / eta_c))
+    _plain_log(top.xaxis)
+    top.set_xlabel("η", fontsize=8)
+    top.tick_params(labelsize=7)
+    ax.set_xlabel("η / η_c")
 
 
-def _panels(setups: list[str], rows: int = 1):
-    fig, axes = plt.subplots(rows, len(setups), figsize=(4.6 * len(setups), 3.8 * rows), squeeze=False)
+def _ratio_secondary(ax, eta_c: float):
+    """η/η_c on top of a raw-η axis."""
+    top = ax.secondary_xaxis("top", functions=(lambda e: e / eta_c, lambda r: r * eta_c))
+    top.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2, subs=(1.0, 1.5)))
+    top.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_plain))
+    top.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    top.set_xlabel("η / η_c", fontsize=8)
+    top.tick_params(labelsize=7)
+
+
+def _panels(setups: list[str], rows: int = 1, height: float = 3.8):
+    fig, axes = plt.subplots(rows, len(setups), figsize=(4.6 * len(setups), height * rows), squeeze=False)
     return fig, axes
 
 
-def _band(ax, gd: pd.DataFrame, column: str, label: str, color=None):
-    """Mean over seeds of converged runs with a min–max band; max_steps and diverged runs marked."""
+def _grid_point(gd: pd.DataFrame) -> pd.Series:
+    """The sweep's grid point of each GD run: its multiple of η_c if given so, else its absolute η. Seeds of a
+    setup share grid points (not raw η: η_c differs by seed), so they are what seeds are averaged over."""
+    rel = gd["eta_relative"] if "eta_relative" in gd else pd.Series(math.nan, index=gd.index)
+    return pd.Series([f"r{r!r}" if pd.notna(r) else f"a{e!r}" for r, e in zip(rel, gd.eta)], index=gd.index)
+
+
+def _band(ax, gd: pd.DataFrame, column: str, label: str, color=None, x: str = "eta_over_eta_c"):
+    """Mean over seeds of converged runs with a min–max band, against ``x`` (averaged per grid point);
+    max_steps runs as open squares, diverged ones as red crosses on the top edge (legend only if any)."""
     ok = gd[gd.status == "converged"]
-    stats = ok.groupby("eta")[column].agg(["mean", "min", "max"]).sort_index()
-    line = ax.plot(stats.index, stats["mean"], "o-", ms=4, label=label, color=color)[0]
+    stats = ok.groupby(_grid_point(ok)).agg(x=(x, "mean"), mean=(column, "mean"), min=(column, "min"),
+                                            max=(column, "max")).sort_values("x")
+    line = ax.plot(stats.x, stats["mean"], "o-", ms=3.5, lw=1.2, label=label, color=color)[0]
     if ok.seed.nunique() > 1:
-        ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.25, color=line.get_color())
+        ax.fill_between(stats.x, stats["min"], stats["max"], alpha=0.25, color=line.get_color(), lw=0)
     capped = gd[gd.status == "max_steps"]
     if len(capped):
-        ax.plot(capped.eta, capped[column], "s", mfc="none", color=line.get_color(), label=f"{label}: max_steps")
+        ax.plot(capped[x], capped[column], "s", mfc="none", color=line.get_color(), label=f"{label}: max_steps")
     diverged = gd[gd.status == "diverged"]
     if len(diverged):
-        ax.plot(diverged.eta, np.ones(len(diverged)), "x", color="red", ms=8, transform=ax.get_xaxis_transform(),
+        ax.plot(diverged[x], np.ones(len(diverged)), "x", color="red", ms=8, transform=ax.get_xaxis_transform(),
                 clip_on=False, label="diverged")
     return line
 
 
 def _eta_c_line(ax, gd: pd.DataFrame):
+    """η_c on a raw-η axis, with η/η_c on top."""
     eta_c = gd.eta_c.mean()
-    ax.axvline(eta_c, color="grey", ls=":", lw=1)
-    ax.text(eta_c, 0.02, " η_c", transform=ax.get_xaxis_transform(), color="grey")
+    ax.axvline(eta_c, color="grey", ls=":", lw=1, label="η_c = 2/s_GF")
+    _ratio_secondary(ax, eta_c)
+
+
+def _setup_runs(runs: pd.DataFrame, setup: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    mine = runs[runs.setup == setup]
+    return mine[mine.method == "gd"], mine[mine.method == "gf"]
+
+
+def _two_over_eta(ax, gd: pd.DataFrame):
+    """2/η against η/η_c: s_GF/(η/η_c) at the seeds' mean s_GF."""
+    r = np.geomspace(gd.eta_over_eta_c.min(), gd.eta_over_eta_c.max(), 100)
+    ax.plot(r, gd.s_gf.mean() / r, "k--", lw=1, label="2/η")
+
+
+def _transition(ax, gd: pd.DataFrame):
+    """The observed transition of each seed as η/η_c: mean line, min–max span."""
+    if "eta_transition" not in gd or not gd.eta_transition.notna().any():
+        return
+    per_seed = (gd.eta_transition / gd.eta_c).groupby(gd.seed).first().dropna()
+    ax.axvline(per_seed.mean(), color="C3", ls="-", lw=1, alpha=0.6,
+               label=f"observed transition {per_seed.mean():.3g} η_c")
+    if per_seed.nunique() > 1:
+        ax.axvspan(per_seed.min(), per_seed.max(), color="C3", alpha=0.1, lw=0)
 
 
 def sharpness_vs_eta(runs: pd.DataFrame, ax, setup: str):
-    gd, gf = runs[(runs.setup == setup) & (runs.method == "gd")], runs[(runs.setup == setup) & (runs.method == "gf")]
+    gd, gf = _setup_runs(runs, setup)
     _band(ax, gd, "sharpness", "GD final S")
-    etas = np.geomspace(gd.eta.min(), gd.eta.max(), 100)
-    ax.plot(etas, 2 / etas, "k--", lw=1, label="2/η")
+    _two_over_eta(ax, gd)
     ax.axhline(gf.sharpness.mean(), color="C2", ls="-.", lw=1, label="GF final S")
-    if "eta_transition" in gd and gd.eta_transition.notna().any():
-        per_seed = gd.groupby("seed").eta_transition.first().dropna()  # mean line, min–max span over seeds
-        ax.axvline(per_seed.mean(), color="C3", ls="-", lw=1, alpha=0.6, label="observed transition")
-        if per_seed.nunique() > 1:
-            ax.axvspan(per_seed.min(), per_seed.max(), color="C3", alpha=0.1, lw=0)
-    _eta_c_line(ax, gd)
-    _log_eta_axis(ax)
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set(yscale="log", xlabel="η", ylabel="sharpness S", title=setup)
+    _transition(ax, gd)
+    _ratio_axis(ax, gd.eta_c.mean())
+    ax.set_yscale("log")
+    _plain_log(ax.yaxis)
+    ax.set(ylabel="sharpness S", title=setup)
 
 
 def norms_vs_eta(runs: pd.DataFrame, axes, setup: str):
-    gd = runs[(runs.setup == setup) & (runs.method == "gd")]
+    gd, gf = _setup_runs(runs, setup)
     for ax, col, name in zip(axes, ("l1_norm", "l2_norm"), ("ℓ1", "ℓ2")):
-        _band(ax, gd, col, f"{name} norm")
-        _eta_c_line(ax, gd)
-        _log_eta_axis(ax)
-        ax.set(xlabel="η", ylabel=f"{name} norm of θ", title=setup)
+        _band(ax, gd, col, f"GD {name} norm")
+        ax.axhline(gf[col].mean(), color="C2", ls="-.", lw=1, label=f"GF {name} norm")
+        _ratio_axis(ax, gd.eta_c.mean())
+        ax.set(ylabel=f"{name} norm of θ", title=setup)
 
 
 def test_loss_vs_eta(runs: pd.DataFrame, ax, setup: str):
-    gd = runs[(runs.setup == setup) & (runs.method == "gd")]
-    _band(ax, gd, "test_loss", "test loss")
-    _eta_c_line(ax, gd)
-    _log_eta_axis(ax)
-    ax.set(xlabel="η", ylabel="test loss", title=setup)
+    gd, gf = _setup_runs(runs, setup)
+    _band(ax, gd, "test_loss", "GD test loss")
+    ax.axhline(gf.test_loss.mean(), color="C2", ls="-.", lw=1, label="GF test loss")
+    _ratio_axis(ax, gd.eta_c.mean())
+    ax.set(ylabel="test loss", title=setup)
 
 
 def tradeoff(runs: pd.DataFrame, ax, setup: str):
-    gd = runs[(runs.setup == setup) & (runs.method == "gd") & (runs.status != "diverged")]
-    sc = ax.scatter(gd.l1_norm, gd.sharpness, c=gd.eta, cmap="viridis",
-                    norm=matplotlib.colors.LogNorm(), marker="o", s=30)
+    gd, gf = _setup_runs(runs, setup)
+    gd = gd[gd.status != "diverged"]
+    sc = ax.scatter(gd.l1_norm, gd.sharpness, c=gd.eta_over_eta_c, cmap="viridis",
+                    norm=matplotlib.colors.LogNorm(), marker="o", s=30, label="GD end")
+    ax.plot(gf.l1_norm, gf.sharpness, "*", color="C3", ms=12, mec="k", label="GF end")
     capped = gd[gd.status == "max_steps"]
-    ax.scatter(capped.l1_norm, capped.sharpness, facecolors="none", edgecolors="k", marker="s", s=60,
-               label="max_steps")
-    plt.colorbar(sc, ax=ax, label="η")
-    ax.set(yscale="log", xlabel="ℓ1 norm", ylabel="sharpness S", title=setup)
+    if len(capped):
+        ax.scatter(capped.l1_norm, capped.sharpness, facecolors="none", edgecolors="k", marker="s", s=60,
+                   label="max_steps")
+    bar = plt.colorbar(sc, ax=ax, label="η / η_c")
+    _plain_log(bar.ax.yaxis, subs=(1.0, 1.5, 2.0, 3.0, 5.0))
+    ax.set_yscale("log")
+    _plain_log(ax.yaxis)
+    ax.set(xlabel="ℓ1 norm of θ", ylabel="sharpness S", title=setup)
+
+
+def phase_diagram(runs: pd.DataFrame, axes, setup: str):
+    """The paper's main figure: final S, ℓ1 norm and test loss against η/η_c, GF values dash-dotted."""
+    gd, gf = _setup_runs(runs, setup)
+    for ax, column, ylabel in zip(axes, ("sharpness", "l1_norm", "test_loss"),
+                                  ("sharpness S", "ℓ1 norm of θ", "test loss")):
+        _band(ax, gd, column, "GD end")
+        ax.axhline(gf[column].mean(), color="C2", ls="-.", lw=1, label="GF end")
+        _transition(ax, gd)
+        _ratio_axis(ax, gd.eta_c.mean())
+        ax.set_ylabel(ylabel)
+    _two_over_eta(axes[0], gd)
+    axes[0].set_yscale("log")
+    _plain_log(axes[0].yaxis)
+    axes[0].set_title(setup)
+
+
+def gap_to_flow(runs: pd.DataFrame, axes, setup: str):
+    """How far GD ends from the gradient flow's end point, against η/η_c."""
+    gd, gf = _setup_runs(runs, setup)
+    at_flow = gf.set_index("seed").reindex(gd.seed)
+    gd = gd.assign(rel_sharpness_gap=gd.sharpness_gap_gf / at_flow.sharpness.to_numpy(),
+                   loss_gap_percent=100 * gd.train_loss_gap_gf / at_flow.train_loss.to_numpy())
+    panels = (("rel_dist_to_gf", "‖θ − θ_GF‖ / ‖θ_GF − θ₀‖", True),
+              ("rel_sharpness_gap", "(S − S_GF) / S_GF", False),
+              ("loss_gap_percent", "(L − L_GF) / L_GF in %\n(final train loss)", False))
+    for ax, (column, ylabel, log) in zip(axes, panels):
+        _band(ax, gd, column, "GD")
+        if log:
+            ax.set_yscale("log")
+            _plain_log(ax.yaxis)
+        else:
+            ax.axhline(0.0, color="C2", ls="-.", lw=1, label="GF")
+        _transition(ax, gd)
+        _ratio_axis(ax, gd.eta_c.mean())
+        ax.set_ylabel(ylabel)
+    r = np.geomspace(gd.eta_over_eta_c.min(), gd.eta_over_eta_c.max(), 100)
+    axes[1].plot(r, np.minimum(1 / r - 1, 0), "k--", lw=1, label="(2/η) / S_GF − 1")
+    axes[0].set_title(setup)
 
 
 def trajectories(runs: pd.DataFrame, traj: pd.DataFrame, axes, setup: str, ratios: list[float]):
-    """Loss and sharpness along the runs whose η/η_c is nearest each requested ratio (seed: the first)."""
-    gd = runs[(runs.setup == setup) & (runs.method == "gd")]
+    """Train loss, sharpness and (where recorded) test loss along the GD runs whose η/η_c is nearest each
+    requested ratio (seed: the first), against the step; dashed: 2/η in the run's colour."""
+    gd = runs[(runs.setup == setup) & (runs.method == "gd") & (runs.status != "diverged")]
     seed = gd.seed.min()
-    picked = sorted({float(gd.eta.iloc[(gd.eta_over_eta_c - r).abs().argmin()]) for r in ratios})
-    for i, eta in enumerate(picked):
-        t = traj[(traj.setup == setup) & (traj.seed == seed) & (traj.method == "gd") & np.isclose(traj.eta, eta)]
-        axes[0].plot(t.step, t.train_loss, color=f"C{i}", lw=1, label=f"η={eta:.3g}")
+    gd = gd[gd.seed == seed]
+    picked = sorted({int((gd.eta_over_eta_c - r).abs().to_numpy().argmin()) for r in ratios},
+                    key=lambda i: gd.eta.iloc[i])
+    has_test = "test_loss" in traj and traj.test_loss.notna().any()
+    for i, row in enumerate(gd.iloc[picked].itertuples()):
+        t = traj[(traj.setup == setup) & (traj.seed == seed) & (traj.method == "gd") & np.isclose(traj.eta, row.eta)]
+        label = f"η = {row.eta_over_eta_c:.3g} η_c"
+        axes[0].plot(t.step, t.train_loss, color=f"C{i}", lw=1, label=label)
         s = t[t.sharpness.notna()]
-        axes[1].plot(s.step, s.sharpness, color=f"C{i}", lw=1)
-        axes[1].axhline(2 / eta, color=f"C{i}", ls="--", lw=0.8)
-    axes[0].set(yscale="log", xscale="symlog", xlabel="step", ylabel="train loss", title=setup)
-    axes[1].set(xscale="symlog", xlabel="step", ylabel="sharpness (dashed: 2/η)")
+        axes[1].plot(s.step, s.sharpness, ".-", color=f"C{i}", lw=0.8, ms=2)
+        axes[1].axhline(2 / row.eta, color=f"C{i}", ls="--", lw=0.8)
+        if has_test and len(axes) > 2:
+            e = t[t.test_loss.notna()]
+            axes[2].plot(e.step, e.test_loss, color=f"C{i}", lw=1)
+    axes[0].set(yscale="log", ylabel="train loss", title=f"{setup} (seed {seed})")
+    _plain_log(axes[0].yaxis)
+    axes[1].set(ylabel="sharpness S (dashed: 2/η)")
+    if len(axes) > 2:
+        axes[2].set(ylabel="test loss")
+        if not has_test:
+            axes[2].text(0.5, 0.5, "no test loss recorded\n(gd.test_every = 0)", ha="center", va="center",
+                         transform=axes[2].transAxes, color="grey")
+    for ax in axes:
+        ax.set_xlim(left=0)
+        ax.set_xlabel("GD step")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -236,7 +363,7 @@ def dln_vs_eta(runs: pd.DataFrame, axes, setup: str, spec: dict):
     panels = (("l2_norm", "l2_norm", "‖w‖₂ (= ‖θ‖₂)"), ("sharpness", "sharpness", "sharpness S"),
               ("gen_error", "gen_error", "generalisation error G"))
     for ax, (column, attr, ylabel) in zip(axes, panels):
-        _band(ax, gd, column, "GD end")
+        _band(ax, gd, column, "GD end", x="eta")
         if _shared(spec) or column == "gen_error":
             for p in (mins.norm, mins.sharpness, mins.generalisation):
                 value = getattr(p, attr)
@@ -282,9 +409,12 @@ def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dic
     written = []
 
     def save(fig, name):
+        shown = set()  # a legend only where it names something no legend above it named
         for ax in fig.axes:
-            if ax.get_legend_handles_labels()[0]:
+            labels = set(ax.get_legend_handles_labels()[1])
+            if labels and not labels <= shown:
                 ax.legend(fontsize=7)
+                shown |= labels
         fig.tight_layout()
         for fmt in ("png", "pdf"):
             fig.savefig(out_dir / f"{name}.{fmt}", dpi=options.get("dpi", 130))
@@ -297,10 +427,12 @@ def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dic
         ("norms_vs_eta", 2, lambda col, s: norms_vs_eta(runs, col, s)),
         ("test_loss_vs_eta", 1, lambda col, s: test_loss_vs_eta(runs, col[0], s)),
         ("sharpness_norm_tradeoff", 1, lambda col, s: tradeoff(runs, col[0], s)),
-        ("trajectories", 2, lambda col, s: trajectories(runs, traj, col, s, ratios)),
+        ("trajectories", 3, lambda col, s: trajectories(runs, traj, col, s, ratios)),
+        ("phase_diagram", 3, lambda col, s: phase_diagram(runs, col, s)),
+        ("gap_to_flow", 3, lambda col, s: gap_to_flow(runs, col, s)),
     ]
     for name, rows, draw in drawers:
-        fig, axes = _panels(setups, rows)
+        fig, axes = _panels(setups, rows, 3.8 if rows < 3 else 3.0)
         for j, setup in enumerate(setups):
             draw(axes[:, j], setup)
         save(fig, name)

@@ -1,7 +1,7 @@
 """The workflow's stages as plain functions over paths and dicts (the Snakemake scripts only call these).
 
 Files of one run directory: ``result.json`` (status, steps, η, η_c, …), ``theta.pt`` (final θ),
-``trajectory.parquet`` (step, time, train_loss, sharpness), then ``geometry.json`` and ``test.json``.
+``trajectory.parquet`` (step, time, train_loss, sharpness, test_loss, test_accuracy), then ``geometry.json`` and ``test.json``.
 Every file is written to a temporary name and renamed, so a killed job leaves nothing half-written.
 """
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("normsharp")
 
-TRAJECTORY_COLUMNS = ["step", "time", "train_loss", "sharpness"]
+TRAJECTORY_COLUMNS = ["step", "time", "train_loss", "sharpness", "test_loss", "test_accuracy"]
 
 
 def log_to(path) -> None:
@@ -80,13 +80,14 @@ def save_tensor(path, theta: torch.Tensor) -> None:
 
 
 def write_trajectory(path, rows: list[dict]) -> None:
-    """Columns step (int64), time, train_loss, sharpness (float64), written with pyarrow (no pandas import)."""
+    """Columns step (int64), then float64 columns (NaN where a row lacks them), written with pyarrow (no pandas)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({k: pa.array([float(r[k]) for r in rows] if k != "step" else [int(r[k]) for r in rows],
-                                  pa.int64() if k == "step" else pa.float64()) for k in TRAJECTORY_COLUMNS})
-    _atomic(path, lambda p: pq.write_table(table, p))
+    columns = {"step": pa.array([int(r["step"]) for r in rows], pa.int64())}
+    for k in TRAJECTORY_COLUMNS[1:]:
+        columns[k] = pa.array([float(r.get(k, math.nan)) for r in rows], pa.float64())
+    _atomic(path, lambda p: pq.write_table(pa.table(columns), p))
 
 
 def download_data(names: list[str], data_dir) -> None:
@@ -157,6 +158,11 @@ class Problem:
         self.objective = NetObjective(self.model, self.data.x_train, self.data.y_train, loss,
                                       chunk_size=numerics.get("chunk_size"))
 
+    def test_metrics(self, theta: torch.Tensor) -> dict:
+        """Test loss and accuracy at θ (one forward pass over the test set; accuracy NaN for regression)."""
+        out = evaluate(self.objective, theta, self.data.x_test, self.data.y_test, self.data.num_classes)
+        return {"test_loss": out["loss"], "test_accuracy": out["accuracy"]}
+
     def load_theta(self, path) -> torch.Tensor:
         import torch
 
@@ -191,7 +197,8 @@ def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dic
                             alpha=settings["alpha"],
                             sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
                             log_every=settings["log_every"],
-                            divergence_factor=settings["divergence_factor"], checkpoint=ck)
+                            divergence_factor=settings["divergence_factor"], checkpoint=ck,
+                            observe=p.test_metrics, observe_every=settings.get("test_every", 0))
     record = {**_run_record(res, identity, time.monotonic() - start, p), "method": "gf", "eta": math.nan,
               "eta_c": res.eta_c, "s_gf": res.s_gf, "final_sharpness": res.final_sharpness}
     _write_run(out, res, record, ck)
@@ -220,8 +227,8 @@ def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, se
     res = run_gd(p.objective, p.theta0, eta, loss_threshold=settings["loss_threshold"],
                  max_steps=settings["max_steps"], log_every=settings["log_every"],
                  sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
-                 divergence_factor=settings["divergence_factor"],
-                 checkpoint=ck)
+                 divergence_factor=settings["divergence_factor"], checkpoint=ck,
+                 observe=p.test_metrics, observe_every=settings.get("test_every", 0))
     record = {**_run_record(res, identity, time.monotonic() - start, p), "method": "gd", "eta": eta,
               "eta_c": gf["eta_c"], "s_gf": gf["s_gf"], **{f"eta_{k}": v for k, v in eta_spec.items()}}
     _write_run(out, res, record, ck)
@@ -271,6 +278,7 @@ def evaluate_test(data_path, init_path, run_dir, loss: str, numerics: dict, out_
                           "train_accuracy": train["accuracy"], **end_point(dataset, p.model_spec, theta)})
 
 
+GAP_COLUMNS = ["dist_to_gf", "rel_dist_to_gf", "train_loss_gap_gf", "sharpness_gap_gf"]
 RUN_COLUMNS = {
     "experiment": "string", "setup": "string", "dataset": "string", "arch": "string", "loss": "string",
     "seed": "int64", "method": "string", "eta": "float64", "eta_c": "float64", "s_gf": "float64",
@@ -279,7 +287,7 @@ RUN_COLUMNS = {
     "train_loss": "float64", "test_loss": "float64", "test_accuracy": "float64", "sharpness": "float64",
     "l1_norm": "float64", "l2_norm": "float64", "dist_to_init": "float64", "trace": "float64",
     "train_accuracy": "float64", "gen_error": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64",
-    "wall_seconds": "float64", **PROVENANCE_COLUMNS,
+    "wall_seconds": "float64", **dict.fromkeys(GAP_COLUMNS, "float64"), **PROVENANCE_COLUMNS,
 }
 
 
@@ -290,6 +298,20 @@ def regime(method: str, eta: float, eta_c: float) -> str:
     return "flow-aligned" if eta < eta_c else "eos"
 
 
+def _departure(eta, sharpness, eta_c: float, tol: float):
+    """The sweep sorted by η with |S|, the threshold (1 − tol)·P and the index of the first run below it
+    (P = median |S| of the runs with η < η_c); None without a plateau or a departure."""
+    eta, s = np.asarray(eta, dtype=float), np.abs(np.asarray(sharpness, dtype=float))
+    keep = np.isfinite(eta) & np.isfinite(s) & (s > 0)
+    order = np.argsort(eta[keep], kind="stable")
+    eta, s = eta[keep][order], s[keep][order]
+    if not np.any(eta < eta_c):
+        return None
+    threshold = (1 - tol) * np.median(s[eta < eta_c])
+    below = np.flatnonzero(s < threshold)
+    return None if len(below) == 0 else (eta, s, threshold, int(below[0]))
+
+
 def eta_transition(eta, sharpness, eta_c: float, tol: float = 0.1) -> float:
     """The η at which the final sharpness of a GD sweep leaves the flow-aligned plateau (observed η_c).
 
@@ -298,21 +320,69 @@ def eta_transition(eta, sharpness, eta_c: float, tol: float = 0.1) -> float:
     EoS branch S = 2/η is a line there); the smallest η itself if the sweep starts below. NaN when no run
     has η < η_c or none falls below. Pass converged runs only: an unfinished run's S is not a final S.
     """
-    eta, s = np.asarray(eta, dtype=float), np.abs(np.asarray(sharpness, dtype=float))
-    keep = np.isfinite(eta) & np.isfinite(s) & (s > 0)
-    order = np.argsort(eta[keep], kind="stable")
-    eta, s = eta[keep][order], s[keep][order]
-    if not np.any(eta < eta_c):
+    found = _departure(eta, sharpness, eta_c, tol)
+    if found is None:
         return math.nan
-    threshold = (1 - tol) * np.median(s[eta < eta_c])
-    below = np.flatnonzero(s < threshold)
-    if len(below) == 0:
-        return math.nan
-    j = below[0]
+    eta, s, threshold, j = found
     if j == 0:
         return float(eta[0])
     u = (math.log(s[j - 1]) - math.log(threshold)) / (math.log(s[j - 1]) - math.log(s[j]))
     return float(math.exp(math.log(eta[j - 1]) + u * (math.log(eta[j]) - math.log(eta[j - 1]))))
+
+
+def transition_bracket(eta, sharpness, eta_c: float, tol: float = 0.1) -> tuple[float, float] | None:
+    """(η_lo, η_hi): the neighbouring η of the sweep between which :func:`eta_transition` lies (the last
+    run on the plateau, the first below it); None when there is no such pair."""
+    found = _departure(eta, sharpness, eta_c, tol)
+    if found is None or found[3] == 0:
+        return None
+    eta, _, _, j = found
+    return float(eta[j - 1]), float(eta[j])
+
+
+def _inside(lo: float, hi: float, points: int, taken) -> list[float]:
+    """``points`` multiples of η_c spaced geometrically strictly inside (lo, hi), at 4 significant digits
+    (readable run names), without those already ``taken``."""
+    values = {float(f"{v:.4g}") for v in np.geomspace(lo, hi, points + 2)[1:-1]}
+    return sorted(v for v in values if lo < v < hi and not any(math.isclose(v, t, rel_tol=1e-9) for t in taken))
+
+
+def refine_eta(run_dirs: list, settings: dict, tol: float, out_path) -> None:
+    """One refinement round of a setup and seed's η sweep (its GD runs so far in ``run_dirs``).
+
+    From the converged runs' final S: the bracket (η_lo, η_hi) of :func:`transition_bracket`, as multiples
+    of η_c; while its relative width η_hi/η_lo − 1 exceeds ``settings['width']``, ``settings['points']``
+    new multiples of η_c inside it (geometric). With ``settings['test_minimum']`` also one between the run of
+    least test loss and each neighbour, where that gap is wider than the width. Writes
+    {bracket, width, added, runs}: ``runs`` are the run names after this round (``r<multiple>``).
+    """
+    runs = []
+    for run_dir in map(Path, run_dirs):
+        result, geometry = read_json(run_dir / "result.json"), read_json(run_dir / "geometry.json")
+        test = read_json(run_dir / "test.json")
+        runs.append({"run": run_dir.name, "ratio": result["eta"] / result["eta_c"], "status": result["status"],
+                     "sharpness": geometry["sharpness"], "test_loss": test["test_loss"]})
+    frame = pd.DataFrame(runs)
+    ok = frame[frame.status == "converged"].sort_values("ratio")
+    taken = list(frame.ratio)
+    bracket = transition_bracket(ok.ratio, ok.sharpness, 1.0, tol)
+    width = bracket[1] / bracket[0] - 1 if bracket else math.nan
+    added = []
+    if bracket and width > settings["width"]:
+        added += _inside(*bracket, settings["points"], taken)
+    finite = ok[np.isfinite(ok.test_loss)].reset_index(drop=True)
+    if settings.get("test_minimum") and len(finite) > 1:
+        i = int(finite.test_loss.idxmin())
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(finite):
+                lo, hi = sorted((finite.ratio[i], finite.ratio[j]))
+                if hi / lo - 1 > settings["width"]:
+                    added += _inside(lo, hi, 1, taken + added)
+    added = sorted(set(added))
+    names = [r["run"] for r in runs] + [f"r{v!r}" for v in added]
+    log.info("refine_eta: bracket %s (width %.4g), adding %s", bracket, width, added)
+    write_json(out_path, {"bracket": list(bracket) if bracket else None, "width": width, "added": added,
+                          "runs": list(dict.fromkeys(names))})
 
 
 def transitions(runs: pd.DataFrame, tol: float = 0.1) -> pd.Series:
@@ -323,6 +393,32 @@ def transitions(runs: pd.DataFrame, tol: float = 0.1) -> pd.Series:
     per_key = {key: eta_transition(g.eta, g.sharpness, g.eta_c.iloc[0], tol) for key, g in gd.groupby(["setup", "seed"])}
     return pd.Series([per_key.get((s, seed), math.nan) for s, seed in zip(runs.setup, runs.seed)], index=runs.index,
                      dtype="float64")
+
+
+def gaps_to_flow(runs: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
+    """How far each run ends from its setup and seed's gradient-flow end point θ_GF, aligned with ``runs``:
+    ‖θ − θ_GF‖₂, that over ‖θ_GF − θ₀‖₂, and the final L(θ) − L(θ_GF) and S(θ) − S(θ_GF) (signed).
+
+    ``run_dirs[i]`` holds row i's ``theta.pt``; θ₀ is ``init.pt`` one folder up. NaN for diverged runs and
+    without a GF run.
+    """
+    def theta(path):
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+    gf_rows = {(r.setup, r.seed): i for i, r in enumerate(runs.itertuples()) if r.method == "gf"}
+    flow = {key: (theta(run_dirs[i] / "theta.pt"), theta(run_dirs[i].parent / "init.pt")["theta0"])
+            for key, i in gf_rows.items()}
+    out = pd.DataFrame(math.nan, index=runs.index, columns=GAP_COLUMNS)
+    for i, r in enumerate(runs.itertuples()):
+        key = (r.setup, r.seed)
+        if key not in flow or r.status == DIVERGED:
+            continue
+        gf = runs.iloc[gf_rows[key]]
+        theta_gf, theta0 = flow[key]
+        dist = float((theta(run_dirs[i] / "theta.pt").to(theta_gf) - theta_gf).norm())
+        out.iloc[i] = [dist, dist / float((theta_gf - theta0).norm()), r.train_loss - gf.train_loss,
+                       r.sharpness - gf.sharpness]
+    return out
 
 
 def aggregate(run_dirs: list, out_runs, out_trajectories, transition_tol: float = 0.1) -> None:
@@ -347,6 +443,7 @@ def aggregate(run_dirs: list, out_runs, out_trajectories, transition_tol: float 
         trajectories.append(traj)
     runs = pd.DataFrame(rows)
     runs["eta_transition"] = transitions(runs, transition_tol)
+    runs = runs.join(gaps_to_flow(runs, list(map(Path, run_dirs))))
     lists = ["top_eigenvalues", "beta"]
     extra = [c for c in runs.columns if c not in RUN_COLUMNS and c not in lists]
     runs = runs[list(RUN_COLUMNS) + lists + extra].astype(RUN_COLUMNS)

@@ -1,4 +1,5 @@
 # Config inheritance and validation, paths, the η grid, and each job's own slice of the config.
+import json
 import os
 import re
 from pathlib import Path
@@ -87,6 +88,8 @@ FIGURE_NAMES = [
     "test_loss_vs_eta",
     "sharpness_norm_tradeoff",
     "trajectories",
+    "phase_diagram",
+    "gap_to_flow",
 ]
 # The diagonal-linear-network counter-example (single_point data, diagonal_linear model) has a closed form:
 # its setups get two more figures, drawn against theory. Known from the config, so the DAG stays static.
@@ -130,12 +133,40 @@ def eta_spec(wildcards):
     return {"relative": value} if wildcards.run[0] == "r" else {"absolute": value}
 
 
-def all_run_dirs():
+def refine_rounds(setup):
+    """How many refinement rounds the setup's η grid asks for (eta.refine.rounds; 0 without refine)."""
+    return (config["setups"][setup]["eta"].get("refine") or {}).get("rounds", 0)
+
+
+def runs_after(setup, seed, rounds):
+    """GD run names of a setup and seed after ``rounds`` refinement rounds: the configured grid, then
+    what each round's checkpoint (refine/round<k>.json) added. Raises Snakemake's incomplete-checkpoint
+    signal until that round has run, so jobs depending on it wait for it."""
+    if rounds == 0:
+        return gd_runs(setup)
+    path = checkpoints.refine_eta.get(setup=setup, seed=seed, round=rounds).output[0]
+    with open(path) as f:
+        return json.load(f)["runs"]
+
+
+def last_rounds():
+    """The last refinement round's file of every refined setup and seed: targets of `all`, so a raised
+    eta.refine.rounds schedules the new rounds (aggregate alone would not notice a missing round).
+    """
+    return [
+        f"{R}/{s}/seed{seed}/refine/round{refine_rounds(s)}.json"
+        for s, cfg in config["setups"].items()
+        for seed in sorted(set(cfg["seeds"]))
+        if refine_rounds(s)
+    ]
+
+
+def all_run_dirs(wildcards=None):
     return [
         f"{R}/{s}/seed{seed}/{run}"
         for s, cfg in config["setups"].items()
         for seed in sorted(set(cfg["seeds"]))
-        for run in ["gf", *gd_runs(s)]
+        for run in ["gf", *runs_after(s, seed, refine_rounds(s))]
     ]
 
 
@@ -167,6 +198,20 @@ def dynamics_settings(key):
         s = setup_of(wildcards)
         return canonical({**s[key], "loss_threshold": s["loss_threshold"]})
 
+    return settings
+
+
+def gd_settings(wildcards):
+    """The gd settings of a run; the runs drawn in the trajectories figure (relative η at one of
+    figures.trajectory_ratios) sample the sharpness every figures.trajectory_sharpness_every steps.
+    """
+    settings = dynamics_settings("gd")(wildcards)
+    dense = config["figures"]["trajectory_sharpness_every"]
+    drawn = wildcards.run[0] == "r" and float(wildcards.run[1:]) in map(
+        float, config["figures"]["trajectory_ratios"]
+    )
+    if dense and drawn:
+        settings["sharpness_every"] = min(dense, settings["sharpness_every"] or dense)
     return settings
 
 

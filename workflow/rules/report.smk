@@ -1,6 +1,6 @@
 rule aggregate:
     input:
-        [
+        runs=lambda w: [
             f"{d}/{f}"
             for d in all_run_dirs()
             for f in (
@@ -8,7 +8,13 @@ rule aggregate:
                 "geometry.json",
                 "test.json",
                 "trajectory.parquet",
+                "theta.pt",
             )
+        ],
+        inits=[
+            f"{R}/{s}/seed{seed}/init.pt"
+            for s, cfg in config["setups"].items()
+            for seed in cfg["seeds"]
         ],
     output:
         runs=f"{R}/runs.parquet",
@@ -20,7 +26,7 @@ rule aggregate:
     resources:
         mem_mb=job_mem_mb(),
     params:
-        run_dirs=all_run_dirs(),
+        run_dirs=lambda w, input: [os.path.dirname(f) for f in input.runs[::5]],
         transition_tol=config["transition_tol"],
     script:
         "../scripts/aggregate.py"

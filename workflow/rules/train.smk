@@ -43,7 +43,7 @@ rule train_gd:
     params:
         loss=lambda w: setup_of(w)["loss"],
         eta=eta_spec,
-        settings=dynamics_settings("gd"),
+        settings=gd_settings,
         numerics=NUMERICS,
         identity=identity,
     script:

@@ -1,0 +1,110 @@
+"""Refinement of the η grid (eta.refine): one round's choice on synthetic runs, and the checkpoints through
+the snakemake CLI (added η in a dry run, the runs aggregated, nothing planned on a rerun)."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_workflow import REDUCED, planned_jobs, snakemake
+
+from normsharp.stages import refine_eta, transition_bracket, write_json
+
+
+def sweep(tmp_path, ratios, sharpness, test_loss=None, eta_c=0.2):
+    """Run directories with the files refine_eta reads; ratios are multiples of η_c."""
+    dirs = []
+    for i, (r, s) in enumerate(zip(ratios, sharpness)):
+        d = tmp_path / f"r{r!r}"
+        write_json(d / "result.json", {"eta": r * eta_c, "eta_c": eta_c, "status": "converged"})
+        write_json(d / "geometry.json", {"sharpness": s})
+        write_json(d / "test.json", {"test_loss": test_loss[i] if test_loss else 1.0})
+        dirs.append(d)
+    return dirs
+
+
+RATIOS = [0.25, 0.5, 1.0, 1.25, 2.0]
+S = [10.0, 10.0, 9.8, 1.6, 1.0]  # plateau 10 below η_c, leaves it between 1.0 and 1.25 η_c
+
+
+def test_bracket_is_the_last_plateau_run_and_the_first_below():
+    assert transition_bracket(RATIOS, S, 1.0) == (1.0, 1.25)
+    assert transition_bracket([0.5, 2.0], [1.0, 1.0], 1.0) is None  # no departure
+    assert transition_bracket([1.5, 2.0], [1.0, 0.5], 1.0) is None  # no plateau
+
+
+def test_a_round_adds_geometric_points_inside_the_bracket(tmp_path):
+    out = tmp_path / "round1.json"
+    refine_eta(sweep(tmp_path, RATIOS, S), {"points": 3, "width": 0.02}, 0.1, out)
+    got = json.loads(out.read_text())
+    assert got["bracket"] == [1.0, 1.25] and got["width"] == pytest.approx(0.25)
+    expected = [float(f"{v:.4g}") for v in np.geomspace(1.0, 1.25, 5)[1:-1]]
+    assert got["added"] == expected == [1.057, 1.118, 1.182]
+    assert got["runs"] == [f"r{r!r}" for r in RATIOS] + ["r1.057", "r1.118", "r1.182"]
+
+
+def test_no_points_once_the_bracket_is_narrow_or_absent(tmp_path):
+    out = tmp_path / "round.json"
+    refine_eta(sweep(tmp_path / "narrow", [0.5, 1.0, 1.01, 2.0], [10.0, 10.0, 2.0, 1.0]),
+               {"points": 3, "width": 0.02}, 0.1, out)
+    got = json.loads(out.read_text())
+    assert got["bracket"] == [1.0, 1.01] and got["added"] == [] and len(got["runs"]) == 4
+    refine_eta(sweep(tmp_path / "flat", [0.5, 2.0], [10.0, 9.5]), {"points": 3, "width": 0.02}, 0.1, out)
+    got = json.loads(out.read_text())
+    assert got["bracket"] is None and math.isnan(got["width"]) and got["added"] == []
+
+
+def test_test_minimum_adds_one_point_on_each_side(tmp_path):
+    out = tmp_path / "round.json"
+    loss = [0.30, 0.25, 0.24, 0.23, 0.26]  # least at 1.25 η_c
+    refine_eta(sweep(tmp_path, RATIOS, S, loss), {"points": 1, "width": 0.02, "test_minimum": True}, 0.1, out)
+    got = json.loads(out.read_text())
+    mid = [float(f"{math.sqrt(a * b):.4g}") for a, b in ((1.0, 1.25), (1.25, 2.0))]
+    assert got["added"] == mid  # the bracket's midpoint is also the left neighbour's: added once
+
+
+REFINED = copy.deepcopy(REDUCED)
+REFINED["setups"] = {"a": REDUCED["setups"]["a"]}
+REFINED["eta"] = {"relative": [0.5, 0.8, 1.25, 2.0], "refine": {"rounds": 1, "points": 2, "width": 0.02}}
+
+
+@pytest.fixture(scope="module")
+def refined(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("refine")
+    out = snakemake(workdir, config=REFINED)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return workdir
+
+
+def test_refined_runs_are_run_and_aggregated(refined):
+    got = json.loads((refined / "results/mini/a/seed0/refine/round1.json").read_text())
+    lo, hi = got["bracket"]
+    assert len(got["added"]) == 2 and all(lo < r < hi for r in got["added"])
+    runs = pd.read_parquet(refined / "results/mini/runs.parquet")
+    gd = runs[runs.method == "gd"]
+    assert sorted(gd.eta_over_eta_c.round(9)) == sorted([0.5, 0.8, 1.25, 2.0] + got["added"])
+    assert (gd.status == "converged").all()
+    transition = gd.eta_transition.iloc[0] / gd.eta_c.iloc[0]
+    assert lo <= transition <= hi  # the observed transition lies in the bracket refined
+
+
+def test_rerun_with_nothing_changed_plans_nothing(refined):
+    assert planned_jobs(refined, REFINED) == {}
+
+
+def test_another_round_shows_its_added_eta_in_a_dry_run(refined):
+    cfg = copy.deepcopy(REFINED)
+    cfg["eta"]["refine"]["rounds"] = 2
+    assert planned_jobs(refined, cfg) == {"refine_eta": 1, "aggregate": 1, "figures": 1, "all": 1}
+    out = snakemake(refined, "results/mini/a/seed0/refine/round2.json")  # run the checkpoint alone
+    assert out.returncode == 0, out.stderr[-3000:]
+    first = json.loads((refined / "results/mini/a/seed0/refine/round1.json").read_text())
+    second = json.loads((refined / "results/mini/a/seed0/refine/round2.json").read_text())
+    assert second["width"] < first["width"] and second["added"]
+    dry = snakemake(refined, "-n")
+    assert dry.returncode == 0, dry.stderr
+    for r in second["added"]:
+        assert f"run=r{r!r}" in dry.stdout + dry.stderr
+    assert planned_jobs(refined, cfg)["train_gd"] == len(second["added"])

@@ -1,0 +1,32 @@
+# Opt-in refinement of a relative η grid (eta.refine): round k reads the final sharpness (and test loss) of
+# the runs after round k − 1 and adds multiples of η_c inside the bracket of the observed transition. A
+# checkpoint: the runs it adds are known only once it has run; aggregate waits for the last round.
+
+
+def refine_input(wildcards):
+    runs = runs_after(wildcards.setup, wildcards.seed, int(wildcards.round) - 1)
+    return [
+        f"{R}/{wildcards.setup}/seed{wildcards.seed}/{run}/{f}"
+        for run in runs
+        for f in ("result.json", "geometry.json", "test.json")
+    ]
+
+
+checkpoint refine_eta:
+    input:
+        refine_input,
+    output:
+        f"{R}/{{setup}}/seed{{seed}}/refine/round{{round}}.json",
+    log:
+        f"{R}/logs/refine_eta/{{setup}}/seed{{seed}}/round{{round}}.log",
+    wildcard_constraints:
+        round=r"[1-9]\d*",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        settings=lambda w: {
+            k: v for k, v in setup_of(w)["eta"]["refine"].items() if k != "rounds"
+        },
+        transition_tol=config["transition_tol"],
+    script:
+        "../scripts/refine_eta.py"
