@@ -103,12 +103,26 @@ def _single_point(spec: dict) -> RawSplit:
     return single_point_raw(spec)
 
 
+def _npz(spec: dict) -> RawSplit:
+    from .custom import load_npz
+
+    return RawSplit(*load_npz(spec))
+
+
+def _custom(spec: dict) -> RawSplit:
+    from .custom import load_custom
+
+    return RawSplit(*load_custom(spec))
+
+
 RAW_LOADERS: dict[str, Callable[[dict], RawSplit]] = {
     "digits": _digits,
     "synthetic": _synthetic,
     "mnist": _mnist,
     "cifar10": _cifar10,
     "single_point": _single_point,
+    "npz": _npz,  # the user's arrays in an .npz file (normsharp.custom)
+    "custom": _custom,  # the user's function returning those arrays
 }
 
 

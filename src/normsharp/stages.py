@@ -108,6 +108,10 @@ def init_model(data_path, model_spec: dict, seed: int, out_path) -> None:
     """θ₀ for (model, seed), saved with the model spec so later stages rebuild the same function."""
     data = load_prepared(data_path, torch.device("cpu"), torch.float64)
     model = build_model(model_spec, data.input_shape, data.output_dim, seed)
+    if model_spec.get("arch") == "custom":  # the user's module: stop now if it is random or batch-dependent
+        from .custom import check_full_batch
+
+        check_full_batch(model, data.x_train[:256], data.output_dim)
     _atomic(out_path, lambda p: torch.save({"theta0": model.theta0, "model": model_spec, "seed": seed,
                                             "num_params": model.num_params}, p))
     log.info("init_model %s seed=%d: %d parameters", model_spec.get("arch"), seed, model.num_params)
@@ -123,6 +127,10 @@ class Problem:
         saved = torch.load(init_path, map_location="cpu", weights_only=False)
         self.model_spec = saved["model"]
         self.model = build_model(saved["model"], self.data.input_shape, self.data.output_dim, saved["seed"])
+        if self.model.num_params != saved["num_params"]:
+            raise ConfigError(f"model: the module now has {self.model.num_params} parameters, θ₀ in {init_path} "
+                              f"has {saved['num_params']} (the factory's code changed?): rerun init_model "
+                              f"(snakemake --forcerun init_model)")
         self.model.to(self.dtype, self.device)
         self.theta0 = saved["theta0"].to(device=self.device, dtype=self.dtype)
         self.objective = NetObjective(self.model, self.data.x_train, self.data.y_train, loss,

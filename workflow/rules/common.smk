@@ -120,3 +120,23 @@ def datasets_to_download():
     return sorted(
         {s["dataset"]["name"] for s in config["setups"].values()} & set(DOWNLOADABLE)
     )
+
+
+# The user's own data and model (normsharp.custom): import paths are looked up in the working directory first
+# (jobs run there, on cluster nodes too), then PYTHONPATH and the installed packages.
+from snakemake.exceptions import WorkflowError
+
+os.environ["PYTHONPATH"] += os.pathsep + os.getcwd()
+for _name, _setup in config["setups"].items():
+    _path = _setup["dataset"].get("path")
+    if _setup["dataset"]["name"] == "npz" and not os.path.isfile(_path):
+        raise WorkflowError(
+            f"setups.{_name}.dataset.path: {_path!r} does not exist (relative to the working "
+            f"directory {os.getcwd()}); write the .npz there or fix the path"
+        )
+
+
+def user_data_files(wildcards):
+    """The setup's .npz file, so that prepare_data reruns when it changes."""
+    dataset = setup_of(wildcards)["dataset"]
+    return [dataset["path"]] if dataset["name"] == "npz" else []
