@@ -126,7 +126,9 @@ def datasets_to_download():
 # (jobs run there, on cluster nodes too), then PYTHONPATH and the installed packages.
 from snakemake.exceptions import WorkflowError
 
-os.environ["PYTHONPATH"] += os.pathsep + os.getcwd()
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([os.environ.get("PYTHONPATH"), os.getcwd()])
+)
 for _name, _setup in config["setups"].items():
     _path = _setup["dataset"].get("path")
     if _setup["dataset"]["name"] == "npz" and not os.path.isfile(_path):
