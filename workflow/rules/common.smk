@@ -43,6 +43,9 @@ FIGURE_FILES = [
 DOWNLOADABLE = (
     "mnist",
     "cifar10",
+    "fashionmnist",
+    "cifar100",
+    "svhn",
 )  # read from data_dir; fetched by the download_data rule
 
 
