@@ -81,9 +81,9 @@ def write_trajectory(path, rows: list[dict]) -> None:
 
 
 def download_data(names: list[str], data_dir) -> None:
-    """Fetch each of ``names`` ('mnist', 'cifar10') into ``data_dir``; files already there are kept (no network)."""
+    """Fetch each of ``names`` (torchvision datasets, normsharp.image_data.DATASETS) into ``data_dir``; files already there are kept (no network)."""
     if not names:
-        log.info("download_data: the config uses no mnist/cifar10 setup; nothing to fetch")
+        log.info("download_data: the config uses no torchvision dataset; nothing to fetch")
     for name in names:
         download(name, str(data_dir))
         log.info("download_data: %s is in %s", name, os.path.abspath(data_dir))
