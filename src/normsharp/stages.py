@@ -81,7 +81,7 @@ def write_trajectory(path, rows: list[dict]) -> None:
 
 
 def download_data(names: list[str], data_dir) -> None:
-    """Fetch each of ``names`` (torchvision datasets, normsharp.image_data.DATASETS) into ``data_dir``; files already there are kept (no network)."""
+    """Fetch each of ``names`` (image_data.DATASETS) into ``data_dir``; files already there are kept (no network)."""
     if not names:
         log.info("download_data: the config uses no torchvision dataset; nothing to fetch")
     for name in names:
