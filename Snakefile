@@ -21,3 +21,6 @@ rule all:
         f"{R}/runs.parquet",
         f"{R}/trajectories.parquet",
         FIGURE_FILES,
+
+
+include: "workflow/rules/slurm_check.smk"

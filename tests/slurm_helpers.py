@@ -1,17 +1,10 @@
 """Run Snakemake through a real single-node SLURM (brought up by ``.ci/slurm-up.sh``).
 
-``run_snakemake_slurm`` runs ``snakemake --workflow-profile workflow/profiles/slurm`` (the real profile) plus a
-*test override* on the command line, derived from the profile so that only cluster-specific values change:
-
-* ``--default-resources``: the profile's defaults with ``slurm_partition`` set to the local partition and
-  ``slurm_account`` dropped (no accounting here), every ``mem_mb`` capped at the node's RealMemory;
-* ``--set-resources``: the profile's per-rule resources (GPU requests and runtime expressions unchanged),
-  ``mem_mb`` capped the same way;
-* ``--cores <node CPUs>`` and ``--resources mem_mb=<RealMemory>``, which bound one group submission;
-* ``--slurm-init-seconds-before-status-checks 5`` (the profile's 20 s is for real clusters).
-
-A key given on the command line replaces the profile's key as a whole (snakemake semantics), hence the
-derivation instead of single entries.
+``run_snakemake_slurm`` runs ``snakemake --workflow-profile <copy of workflow/profiles/slurm>`` as a user does:
+the copy differs from the shipped profile only in the two lines marked ``EDIT ME`` (``slurm_partition`` set to
+the local partition, ``slurm_account`` empty: the test cluster has no accounting). The GPU requests stay: the
+test node declares one fake GPU (``gpu:1`` on /dev/null, see .ci/slurm-up.sh). No cores, memory or runtime
+is overridden.
 
 ``NORMSHARP_REQUIRE_SLURM=1`` turns "SLURM cannot run here: skip" into a failure (.ci/run sets it).
 """
@@ -81,28 +74,28 @@ def profile_config() -> dict:
     return yaml.safe_load((SLURM_PROFILE / "config.v8+.yaml").read_text())
 
 
-def slurm_override_args(cluster: SlurmCluster) -> list[str]:
-    """CLI arguments that point the profile at the local test cluster (see the module docstring)."""
-    cfg = profile_config()
-    cap = cluster.real_memory_mb
-    defaults = {k: v for k, v in cfg["default-resources"].items() if k != "slurm_account"}
-    defaults["slurm_partition"] = repr(cluster.partition)
-    defaults["mem_mb"] = f"min({defaults['mem_mb']}, {cap})"
-    per_rule = [f"{rule}:{k}=" + (f"min({v}, {cap})" if k == "mem_mb" else str(v))
-                for rule, res in cfg["set-resources"].items() for k, v in res.items()]
-    return ["--default-resources", *(f"{k}={v}" for k, v in defaults.items()), "--set-resources", *per_rule,
-            "--cores", str(cluster.cpus), "--resources", f"mem_mb={cap}",
-            "--slurm-init-seconds-before-status-checks", "5"]
+def user_profile(cluster: SlurmCluster, where: Path) -> Path:
+    """The shipped profile with account and partition edited, as the README tells a user (a copy under where)."""
+    text = (SLURM_PROFILE / "config.v8+.yaml").read_text()
+    edits = {'slurm_account: "<YOUR_ACCOUNT>"': 'slurm_account: ""',
+             'slurm_partition: "<YOUR_PARTITION>"': f'slurm_partition: "{cluster.partition}"'}
+    for old, new in edits.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    folder = where / "user-profile"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.v8+.yaml").write_text(text)
+    return folder
 
 
 def run_snakemake_slurm(cluster: SlurmCluster, workdir: Path, snakefile: Path, *targets: str,
                         timeout: int = 600) -> tuple[int, str]:
-    """(return code, output) of the workflow run through SLURM with the profile and the test override.
+    """(return code, output) of the workflow run through SLURM with the profile as a user edits it.
 
     On timeout snakemake gets SIGINT (the plugin cancels its jobs), leftovers are scancelled, and rc is 124.
     """
-    cmd = [SNAKEMAKE, "--workflow-profile", str(SLURM_PROFILE), "--snakefile", str(snakefile),
-           "--directory", str(workdir), *slurm_override_args(cluster), "--", *targets]
+    cmd = [SNAKEMAKE, "--workflow-profile", str(user_profile(cluster, workdir)), "--snakefile", str(snakefile),
+           "--directory", str(workdir), *targets]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     log = workdir / "snakemake-slurm.log"
     with open(log, "w") as fh:

@@ -1,25 +1,32 @@
 """The SLURM profile (workflow/profiles/slurm) against a real single-node SLURM started by ``.ci/slurm-up.sh``.
 
-A reduced quickstart goes through sbatch with the profile's resources (the GPU requests included: the test
-node declares one GPU on /dev/null) and must give the results of a local run. A tiny shell workflow whose
-rules carry the pipeline's rule names shows the profile's retries (runtime growing with the attempt) and the
-bundling of evaluation jobs into one submission. The cluster tests skip loudly when SLURM cannot run here.
+The profile is used as shipped, with only account and partition edited (slurm_helpers.user_profile). A reduced
+quickstart goes through run-controller.sbatch: snakemake as a 1-CPU job that submits the pipeline's jobs, with
+the profile's resources (the GPU requests included: the test node declares one GPU on /dev/null), on the 2-CPU
+node; it must give the results of a local run. A config too large for the node stops before submission. A tiny
+shell workflow whose rules carry the pipeline's rule names shows the profile's retries (runtime growing with the
+attempt) and the bundling of evaluation jobs into one submission. The cluster tests skip loudly when SLURM
+cannot run here.
 """
 
 import copy
+import os
 import subprocess
+import time
 
 import pandas as pd
 import pytest
 import yaml
 
 from slurm_helpers import (  # noqa: F401  (slurm_cluster is a fixture)
+    SLURM_PROFILE,
     SLURM_UP,
     jobs_in,
     profile_config,
     run_snakemake_slurm,
     scontrol,
     slurm_cluster,
+    user_profile,
 )
 from test_workflow import REDUCED, REPO, SNAKEMAKE
 
@@ -62,7 +69,29 @@ def test_slurm_up_rerun_is_noop(slurm_cluster):
     assert out.stdout.rstrip().endswith("SLURM_UP_STARTED=0"), out.stdout
 
 
-def test_quickstart_through_sbatch_equals_local_run(slurm_cluster, tmp_path):
+def run_controller_job(cluster, workdir, *targets, timeout=1200):
+    """Submit workflow/profiles/slurm/run-controller.sbatch as a user does; wait for it; its scontrol record."""
+    profile = user_profile(cluster, workdir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "-p", cluster.partition, "--output", str(workdir / "controller-%j.log"),
+         str(SLURM_PROFILE / "run-controller.sbatch"), "--workflow-profile", str(profile), "--directory",
+         str(workdir), *targets], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    head = submit.stdout.strip().split(";")[0]
+    deadline = time.time() + timeout
+    while scontrol("job", head)[0]["JobState"] in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
+        if time.time() > deadline:
+            subprocess.run(["scancel", head], check=False)
+            pytest.fail(f"controller job {head} still {scontrol('job', head)[0]['JobState']} after {timeout} s")
+        time.sleep(5)
+    log = workdir / f"controller-{head}.log"
+    return scontrol("job", head)[0], log.read_text() if log.exists() else ""
+
+
+def test_quickstart_through_controller_job_equals_local_run(slurm_cluster, tmp_path):
+    """The shipped profile (account and partition edited) run by run-controller.sbatch, i.e. snakemake as a 1-CPU
+    SLURM job submitting the pipeline's jobs, on the 2-CPU test node: every job completes, results as local."""
     cluster_dir, local_dir = tmp_path / "cluster", tmp_path / "local"
     for d in (cluster_dir, local_dir):
         d.mkdir()
@@ -71,10 +100,14 @@ def test_quickstart_through_sbatch_equals_local_run(slurm_cluster, tmp_path):
         [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(local_dir), "--workflow-profile",
          str(REPO / "workflow" / "profiles" / "default"), "--cores", "1", TARGET],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    rc, output = run_snakemake_slurm(slurm_cluster, cluster_dir, REPO / "Snakefile", TARGET)
+    head, output = run_controller_job(slurm_cluster, cluster_dir, TARGET)
     local_output = local.communicate(timeout=600)[0]
     assert local.returncode == 0, local_output[-4000:]
-    assert rc == 0, output[-15000:]
+    assert head["JobState"] == "COMPLETED", (head, output[-15000:])
+    assert head["NumCPUs"] == "1" and head["WorkDir"] == str(REPO), head
+    print(f"controller: NumCPUs={head['NumCPUs']} MinMemoryNode={head.get('MinMemoryNode')} "
+          f"TimeLimit={head['TimeLimit']}")
+    assert all(int(j["JobId"]) > int(head["JobId"]) for j in jobs_in(cluster_dir))
 
     # every job went through sbatch into the test partition, with the profile's resources
     # (the plugin's --comment is rule_<rule>_wildcards_<...> or rule_<group>_<its rules>)
@@ -88,6 +121,10 @@ def test_quickstart_through_sbatch_equals_local_run(slurm_cluster, tmp_path):
     for name, job in jobs.items():
         assert job["JobState"] == "COMPLETED" and job["Partition"] == slurm_cluster.partition, job
         assert ("gpu" in job.get("TresPerJob", "")) == (name in ("gradient_flow", "train_gd")), (name, job)
+    for name, job in sorted(jobs.items()):  # the requests, for the record (pytest -s)
+        print(f"{name}: NumCPUs={job['NumCPUs']} MinMemoryNode={job.get('MinMemoryNode')} "
+              f"TimeLimit={job['TimeLimit']} TresPerJob={job.get('TresPerJob', '')}")
+        assert int(job["NumCPUs"]) == 1, job  # group members stacked in one CPU, as the 2-CPU node needs
     for rule in ("gradient_flow", "train_gd"):
         assert jobs[rule]["TimeLimit"] == _hms(_minutes(profile["set-resources"][rule]["runtime"], 1))
     logs = cluster_dir / ".snakemake" / "slurm_logs"
@@ -145,3 +182,20 @@ def test_retry_gets_longer_runtime_and_evaluations_share_one_job(slurm_cluster, 
     eval_ids = {(tmp_path / f"eval_{eta}.txt").read_text().split("=")[1].strip() for eta in ("0.01", "0.02", "0.04")}
     assert len(eval_ids) == 1, f"the three evaluations ran in jobs {eval_ids}, not in one submission"
     assert eval_ids.pop() not in ("", second)
+
+
+def test_job_no_node_can_run_stops_before_submission(slurm_cluster, tmp_path):
+    """A setup too large for every node: the run stops at once, naming rule, request, offer and key."""
+    big = copy.deepcopy(SMALL)
+    big["setups"]["b"]["model"]["width"] = 20000  # activations alone: ≈ 10 × n × width × depth × 8 B
+    big["setups"]["b"]["dataset"]["n_train"] = 60000
+    big["setups"]["b"]["dataset"]["name"] = "mnist"
+    _write_config(tmp_path, big)
+    rc, output = run_snakemake_slurm(slurm_cluster, tmp_path, REPO / "Snakefile", TARGET, timeout=300)
+    assert rc != 0, output[-5000:]
+    assert "would stay PENDING forever, nothing was submitted" in output, output[-5000:]
+    assert f"no node of partition '{slurm_cluster.partition}' offers that" in output, output[-5000:]
+    assert "rule gradient_flow" in output and "set-resources: gradient_flow: mem_mb" in output, output[-5000:]
+    assert f"{slurm_cluster.real_memory_mb} MB" in output, output[-5000:]
+    assert jobs_in(tmp_path) == []
+

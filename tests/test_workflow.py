@@ -1,6 +1,8 @@
 """The workflow through the snakemake CLI: a reduced quickstart, its outputs, and what a config edit reruns."""
 
 import copy
+import json
+import platform
 import re
 import subprocess
 import sys
@@ -8,7 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+
+import normsharp
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -34,19 +39,23 @@ REDUCED = {
     },
     "eta": {"relative": [0.5, 2.0, 40.0]},  # 40 η_c diverges
     "gd": {"max_steps": 20000, "checkpoint_every": 500},
+    "gf": {"alpha": 1.0, "checkpoint_every": 1000},  # the defaults, written out
     "geometry": {"top_k": 3, "trace_samples": 5},
 }
 
 
-def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, config: dict | str | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in ``workdir``; ``config`` (YAML text, or a dict written in its own key order, leaves inline as a
+    person writes them) becomes its config/config.yaml."""
     if config is not None:
         (workdir / "config").mkdir(exist_ok=True)
-        (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+        (workdir / "config" / "config.yaml").write_text(text)
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
-def planned_jobs(workdir: Path, config: dict) -> dict[str, int]:
+def planned_jobs(workdir: Path, config: dict | str) -> dict[str, int]:
     """Rule → count of the jobs a dry run schedules for ``config`` ({} when nothing is to be done)."""
     out = snakemake(workdir, "-n", config=config)
     assert out.returncode == 0, out.stderr
@@ -92,6 +101,20 @@ def test_runs_parquet_follows_the_contract(finished):
     assert (eos.sharpness < 0.8 * eos.s_gf).all()  # GD above η_c ends flatter than the flow ever was
 
 
+def test_runs_record_what_produced_them(finished):
+    runs = pd.read_parquet(finished / "results/mini/runs.parquet")
+    git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = git.stdout.strip() if git.returncode == 0 else None
+    assert (runs.git_commit == commit).all() if commit else runs.git_commit.isna().all()
+    assert str(runs.git_dirty.dtype) == "boolean" and runs.git_dirty.notna().all() == bool(commit)
+    expected = {"normsharp_version": normsharp.__version__, "torch_version": torch.__version__,
+                "python_version": platform.python_version(), "device": "cpu", "dtype": "float64"}
+    assert {k: set(runs[k]) for k in expected} == {k: {v} for k, v in expected.items()}
+    assert runs.device_name.str.len().min() > 0
+    result = json.loads((finished / "results/mini/a/seed0/gf/result.json").read_text())
+    assert result["git_commit"] == commit and result["dtype"] == "float64"
+
+
 def test_trajectories_parquet(finished):
     traj = pd.read_parquet(finished / "results/mini/trajectories.parquet")
     for column in ("setup", "seed", "method", "eta", "step", "time", "train_loss", "sharpness"):
@@ -121,6 +144,51 @@ def test_no_change_schedules_nothing(finished):
     assert planned_jobs(finished, REDUCED) == {}
 
 
+def reversed_keys(mapping: dict) -> dict:
+    return dict(reversed(mapping.items()))
+
+
+def equivalent_configs() -> dict[str, str]:
+    """Configs that mean what REDUCED means, spelled otherwise (YAML text each)."""
+    keys = copy.deepcopy(REDUCED)
+    for setup in keys["setups"].values():
+        setup.update(dataset=reversed_keys(setup["dataset"]), model=reversed_keys(setup["model"]))
+    keys.update(gd=reversed_keys(keys["gd"]), gf=reversed_keys(keys["gf"]))
+    defaults = copy.deepcopy(REDUCED)
+    defaults.update(results_dir="results", threads=1, chunk_size=None, transition_tol=0.1, figures={"dpi": 130})
+    defaults["gd"].update(log_every=10, sharpness_tol=1e-4, divergence_factor=1000)
+    defaults["gf"].update(max_steps=200000)
+    defaults["geometry"].update(max_iter=200)
+    for setup in defaults["setups"].values():
+        setup["dataset"].update(subset="first", standardise=True)
+        setup["model"].update(parametrization="standard", init_scale=1.0)
+        setup["seeds"] = [0]
+    defaults["setups"]["b"]["gd"] = {"max_steps": 20000}  # the experiment's value, repeated in a setup
+    integers = copy.deepcopy(REDUCED)
+    integers["eta"]["relative"] = [0.5, 2, 40]
+    integers["gd"].update(max_steps=20000.0, checkpoint_every=500.0)  # integral floats at integer places
+    integers["gf"].update(alpha=1)
+    plain = yaml.safe_dump(REDUCED, sort_keys=False, default_flow_style=None)
+    assert plain.count("loss_threshold: 0.05") == 2
+    return {
+        "safe_dump, sorted keys": yaml.safe_dump(REDUCED),
+        "block style": yaml.dump(REDUCED, sort_keys=False, default_flow_style=False),
+        "setups and η in another order": yaml.safe_dump(
+            {**REDUCED, "setups": reversed_keys(REDUCED["setups"]), "eta": {"relative": [40.0, 0.5, 2.0]}},
+            sort_keys=False, default_flow_style=None),
+        "keys of model, dataset, gd, gf in another order": yaml.safe_dump(
+            keys, sort_keys=False, default_flow_style=None),
+        "defaults written out": yaml.safe_dump(defaults, sort_keys=False, default_flow_style=None),
+        "loss_threshold: 5e-2 (a string to PyYAML)": plain.replace("loss_threshold: 0.05", "loss_threshold: 5e-2"),
+        "1 for 1.0, 2 for 2.0": yaml.safe_dump(integers, sort_keys=False, default_flow_style=None),
+    }
+
+
+def test_equivalent_configs_schedule_nothing(finished):
+    configs = equivalent_configs()
+    assert {name: planned_jobs(finished, text) for name, text in configs.items()} == dict.fromkeys(configs, {})
+
+
 def test_adding_one_eta_schedules_only_its_jobs(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["setups"]["b"]["eta"]["relative"].append(1.0)
@@ -132,6 +200,13 @@ def test_figure_option_schedules_only_figures(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["figures"] = {"dpi": 90}
     assert planned_jobs(finished, cfg) == {"figures": 1, "all": 1}
+
+
+def test_geometry_option_schedules_only_geometry_and_downstream(finished):
+    cfg = copy.deepcopy(REDUCED)
+    cfg["geometry"]["top_k"] = 2
+    assert planned_jobs(finished, cfg) == {"evaluate_geometry": (1 + 3) + (1 + 2), "aggregate": 1, "figures": 1,
+                                           "all": 1}
 
 
 @pytest.mark.parametrize("edit", ["loss_threshold", "width"])

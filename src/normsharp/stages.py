@@ -30,6 +30,8 @@ from .metrics import evaluate, norms
 from .models import build_model
 from .numerics import setup_numerics
 from .objective import NetObjective
+from .provenance import COLUMNS as PROVENANCE_COLUMNS
+from .provenance import provenance
 from .theory import end_point
 
 log = logging.getLogger("normsharp")
@@ -140,9 +142,9 @@ class Problem:
         return torch.load(path, map_location="cpu", weights_only=True).to(device=self.device, dtype=self.dtype)
 
 
-def _run_record(res, identity: dict, wall: float) -> dict:
+def _run_record(res, identity: dict, wall: float, p: Problem) -> dict:
     return {**identity, "status": res.status, "steps": res.steps, "train_loss": res.train_loss, "time": res.time,
-            "n_grad": res.n_grad, "n_hvp": res.n_hvp, "wall_seconds": wall}
+            "n_grad": res.n_grad, "n_hvp": res.n_hvp, "wall_seconds": wall, **provenance(p.device, p.dtype)}
 
 
 def _write_run(out: Path, res, record: dict, ck: Checkpoint) -> None:
@@ -165,7 +167,7 @@ def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dic
                             sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
                             log_every=settings["log_every"],
                             divergence_factor=settings["divergence_factor"], checkpoint=ck)
-    record = {**_run_record(res, identity, time.monotonic() - start), "method": "gf", "eta": math.nan,
+    record = {**_run_record(res, identity, time.monotonic() - start, p), "method": "gf", "eta": math.nan,
               "eta_c": res.eta_c, "s_gf": res.s_gf, "final_sharpness": res.final_sharpness}
     _write_run(out, res, record, ck)
 
@@ -192,7 +194,7 @@ def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, se
                  sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
                  divergence_factor=settings["divergence_factor"],
                  checkpoint=ck)
-    record = {**_run_record(res, identity, time.monotonic() - start), "method": "gd", "eta": eta,
+    record = {**_run_record(res, identity, time.monotonic() - start, p), "method": "gd", "eta": eta,
               "eta_c": gf["eta_c"], "s_gf": gf["s_gf"], **{f"eta_{k}": v for k, v in eta_spec.items()}}
     _write_run(out, res, record, ck)
 
@@ -242,7 +244,7 @@ RUN_COLUMNS = {
     "train_loss": "float64", "test_loss": "float64", "test_accuracy": "float64", "sharpness": "float64",
     "l1_norm": "float64", "l2_norm": "float64", "dist_to_init": "float64", "trace": "float64",
     "train_accuracy": "float64", "gen_error": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64",
-    "wall_seconds": "float64",
+    "wall_seconds": "float64", **PROVENANCE_COLUMNS,
 }
 
 
@@ -294,7 +296,7 @@ def aggregate(run_dirs: list, out_runs, out_trajectories, transition_tol: float 
         result = read_json(run_dir / "result.json")
         geometry = read_json(run_dir / "geometry.json")
         test = read_json(run_dir / "test.json")
-        row = {"gen_error": math.nan, "beta": [], **result, **test,
+        row = {"gen_error": math.nan, "beta": [], **dict.fromkeys(PROVENANCE_COLUMNS), **result, **test,
                **{k: v for k, v in geometry.items() if k != "n_hvp"}}
         row["n_hvp"] = result["n_hvp"] + geometry["n_hvp"]
         row["eta_over_eta_c"] = row["eta"] / row["eta_c"]

@@ -1,7 +1,9 @@
 # Config inheritance and validation, paths, the η grid, and each job's own slice of the config.
 import os
+import re
 from pathlib import Path
 
+import yaml
 from snakemake.utils import validate
 
 # Scripts import the library from this checkout (also inside conda envs and on cluster nodes).
@@ -9,17 +11,76 @@ from snakemake.utils import validate
 _paths = [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in _paths if p))
 
+# Canonical settings. Snakemake's params trigger compares the repr of each param, so a config that means the
+# same but is spelled otherwise (keys in another order, 1e-3 for 0.001, 1 for 1.0, a default written out) would
+# rerun finished jobs. So numbers take one form where the schema types them, validate fills the defaults, every
+# mapping of the config gets sorted keys, and input functions that build a dict return it through canonical().
+_NUMERIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_SCHEMA = yaml.safe_load(
+    (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
+)
+
+
+def canonical(value):
+    """A copy of ``value`` with the keys of every mapping sorted, at every depth."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def schema_numbers(value, schema):
+    """``value`` with what the schema types ``number`` as a float and ``integer`` as an int.
+
+    A numeric string counts as a number there (PyYAML reads ``1e-3``, without a dot, as a string); anything
+    else is left as it is, for validate to reject with its message."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        target = _SCHEMA
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = target
+    if not isinstance(schema, dict):
+        return value
+    types = schema.get("type", [])
+    types = {types} if isinstance(types, str) else set(types)
+    if isinstance(value, str) and types & {"number", "integer"}:
+        if _NUMERIC.fullmatch(value.strip()):
+            number = float(value)
+            if "number" in types or number.is_integer():
+                value = number
+    if isinstance(value, float) and "integer" in types and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and "number" in types:
+        return value if "integer" in types else float(value)
+    if isinstance(value, dict):
+        extra = schema.get("additionalProperties")
+        for key in value:
+            sub = schema.get("properties", {}).get(key, extra)
+            value[key] = schema_numbers(value[key], sub)
+    elif isinstance(value, list) and "items" in schema:
+        value[:] = [schema_numbers(v, schema["items"]) for v in value]
+    return value
+
+
 # A setup inherits the experiment's eta/gd/gf and overrides single keys; defaults are filled afterwards.
 for _setup in (config.get("setups") or {}).values():
     if isinstance(_setup, dict):
         _setup.setdefault("eta", config.get("eta"))
         for _key in ("gd", "gf"):
             _setup[_key] = {**(config.get(_key) or {}), **(_setup.get(_key) or {})}
+schema_numbers(config, _SCHEMA)
 validate(config, "../schemas/config.schema.yaml")
+# Numbers again (the defaults validate filled in), then sorted keys everywhere, in place.
+_canonical = canonical(schema_numbers(config, _SCHEMA))
+config.clear()
+config.update(_canonical)
 
 R = f"{config['results_dir']}/{config['experiment']}"
 RUN = f"{R}/{{setup}}/seed{{seed}}/{{run}}"
-NUMERICS = {k: config[k] for k in ("device", "dtype", "threads", "chunk_size")}
+NUMERICS = canonical(
+    {k: config[k] for k in ("device", "dtype", "threads", "chunk_size")}
+)
 FIGURE_NAMES = [
     "sharpness_vs_eta",
     "norms_vs_eta",
@@ -60,11 +121,11 @@ def setup_of(wildcards):
 
 
 def gd_runs(setup):
-    """Run names of a setup's GD sweep: r<multiple of η_c> or a<absolute η>."""
+    """Run names of a setup's GD sweep, by increasing η: r<multiple of η_c>, then a<absolute η>."""
     grid = config["setups"][setup]["eta"]
-    names = [f"r{float(r)!r}" for r in grid.get("relative", [])]
-    names += [f"a{float(a)!r}" for a in grid.get("absolute", [])]
-    return list(dict.fromkeys(names))
+    names = [f"r{r!r}" for r in sorted(set(map(float, grid.get("relative", []))))]
+    names += [f"a{a!r}" for a in sorted(set(map(float, grid.get("absolute", []))))]
+    return names
 
 
 def eta_spec(wildcards):
@@ -76,7 +137,7 @@ def all_run_dirs():
     return [
         f"{R}/{s}/seed{seed}/{run}"
         for s, cfg in config["setups"].items()
-        for seed in cfg["seeds"]
+        for seed in sorted(set(cfg["seeds"]))
         for run in ["gf", *gd_runs(s)]
     ]
 
@@ -85,19 +146,21 @@ def dataset_spec(wildcards):
     spec = dict(setup_of(wildcards)["dataset"])
     if spec["name"] in DOWNLOADABLE:
         spec["data_dir"] = config["data_dir"]
-    return spec
+    return canonical(spec)
 
 
 def identity(wildcards):
     s = setup_of(wildcards)
-    return {
-        "experiment": config["experiment"],
-        "setup": wildcards.setup,
-        "dataset": s["dataset"]["name"],
-        "arch": s["model"]["arch"],
-        "loss": s["loss"],
-        "seed": int(wildcards.seed),
-    }
+    return canonical(
+        {
+            "experiment": config["experiment"],
+            "setup": wildcards.setup,
+            "dataset": s["dataset"]["name"],
+            "arch": s["model"]["arch"],
+            "loss": s["loss"],
+            "seed": int(wildcards.seed),
+        }
+    )
 
 
 def dynamics_settings(key):
@@ -105,7 +168,7 @@ def dynamics_settings(key):
 
     def settings(wildcards):
         s = setup_of(wildcards)
-        return {**s[key], "loss_threshold": s["loss_threshold"]}
+        return canonical({**s[key], "loss_threshold": s["loss_threshold"]})
 
     return settings
 
@@ -145,3 +208,39 @@ def user_data_files(wildcards):
     """The setup's .npz file, so that prepare_data reruns when it changes."""
     dataset = setup_of(wildcards)["dataset"]
     return [dataset["path"]] if dataset["name"] == "npz" else []
+
+
+# --- SLURM memory requests (measured per rule: workflow/profiles/README.md) ---
+# (input features, training pool, test set) per dataset; synthetic/single_point are small: their own sizes.
+_DATA_SHAPES = {
+    "digits": (64, 1797, 0),
+    "mnist": (784, 60000, 10000),
+    "cifar10": (3072, 50000, 10000),
+    "fashionmnist": (784, 60000, 10000),
+    "cifar100": (3072, 50000, 10000),
+    "svhn": (3072, 73257, 26032),
+}
+
+
+def setup_working_set_mb(setup):
+    """float64 working set of one setup's job, in MB: 8 bytes × (data (n_train + n_test) × d
+    + activations 10 × n_train × width × depth + Lanczos basis 220 × parameters)."""
+    s = config["setups"][setup]
+    d, pool, n_test = _DATA_SHAPES.get(s["dataset"]["name"], (100, 1000, 1000))
+    n = s["dataset"].get("n_train", pool)
+    width, depth = s["model"].get("width", 100), s["model"].get("depth", 2)
+    params = d * width + (depth - 1) * width * width + width * 10
+    return 8e-6 * ((n + n_test) * d + 10 * n * width * depth + 220 * params)
+
+
+def job_mem_mb(base_mb=1500):
+    """sbatch --mem of a rule's job: attempt × (base_mb + the setup's working set), rounded up to 100 MB.
+    base_mb covers Python with torch (≤ 1.1 GB peak RSS measured) and snakemake inside the job.
+    """
+
+    def mem_mb(wildcards, attempt):
+        setup = wildcards.get("setup")
+        extra = setup_working_set_mb(setup) if setup else 0
+        return attempt * 100 * -(-(base_mb + extra) // 100)
+
+    return mem_mb

@@ -27,6 +27,8 @@ rule prepare_data:
         f"{R}/logs/prepare_data/{{setup}}.log",
     conda:
         "../envs/torch.yaml"
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         dataset=dataset_spec,
         loss=lambda w: setup_of(w)["loss"],
@@ -43,6 +45,8 @@ rule init_model:
         f"{R}/logs/init_model/{{setup}}/seed{{seed}}.log",
     conda:
         "../envs/torch.yaml"
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         model=lambda w: setup_of(w)["model"],
         seed=lambda w: int(w.seed),

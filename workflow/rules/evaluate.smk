@@ -11,6 +11,8 @@ rule evaluate_geometry:
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         loss=lambda w: setup_of(w)["loss"],
         settings=config["geometry"],
@@ -31,6 +33,8 @@ rule evaluate_test:
         f"{R}/logs/evaluate_test/{{setup}}/seed{{seed}}/{{run}}.log",
     conda:
         "../envs/torch.yaml"
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         loss=lambda w: setup_of(w)["loss"],
         numerics=NUMERICS,

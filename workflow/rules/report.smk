@@ -17,6 +17,8 @@ rule aggregate:
         f"{R}/logs/aggregate.log",
     conda:
         "../envs/analysis.yaml"
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         run_dirs=all_run_dirs(),
         transition_tol=config["transition_tol"],
@@ -43,6 +45,8 @@ rule figures:
         f"{R}/logs/figures.log",
     conda:
         "../envs/analysis.yaml"
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         options=config["figures"],
         diagonal=DIAGONAL_SETUPS,

@@ -11,6 +11,8 @@ rule gradient_flow:
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         loss=lambda w: setup_of(w)["loss"],
         settings=dynamics_settings("gf"),
@@ -36,6 +38,8 @@ rule train_gd:
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
+    resources:
+        mem_mb=job_mem_mb(),
     params:
         loss=lambda w: setup_of(w)["loss"],
         eta=eta_spec,
