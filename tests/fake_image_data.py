@@ -49,3 +49,40 @@ def write_fake_cifar10(root, n_train: int, n_test: int, seed: int = 1) -> Path:
     (folder / "test_batch").write_bytes(pickle.dumps(test))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
     return Path(root)
+
+
+def write_fake_fashionmnist(root, n_train: int, n_test: int, seed: int = 2) -> Path:
+    """FashionMNIST: MNIST's IDX files under ``root/FashionMNIST/raw``."""
+    raw = Path(root) / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", fake_labels(n))
+    return Path(root)
+
+
+def write_fake_cifar100(root, n_train: int, n_test: int, seed: int = 3) -> Path:
+    """CIFAR-100: pickles ``train``, ``test`` (data, fine_labels 0..99) and ``meta`` under ``root/cifar-100-python``."""
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, n in (("train", n_train), ("test", n_test)):
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "fine_labels": ((np.arange(n) * 37) % 100).tolist(), "coarse_labels": [0] * n}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+    return Path(root)
+
+
+def write_fake_svhn(root, n_train: int, n_test: int, seed: int = 4) -> Path:
+    """SVHN: MATLAB files ``root/{train,test}_32x32.mat`` with X (32, 32, 3, N) uint8 and y (N, 1) in 1..10 (10 = digit 0)."""
+    from scipy.io import savemat
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = fake_labels(n)
+        savemat(Path(root) / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                                                     "y": np.where(y == 0, 10, y)[:, None].astype(np.uint8)})
+    return Path(root)

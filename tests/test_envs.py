@@ -1,4 +1,5 @@
-"""The conda environments of the rules (workflow/envs/*.yaml) pin exactly what `pip install -e .` installs."""
+"""pyproject.toml's ranges, requirements.lock's exact versions (what CI installs) and the conda environments of the
+rules (workflow/envs/*.yaml) agree: the envs pin the lock's versions, and the lock satisfies the ranges."""
 
 import re
 import subprocess
@@ -46,7 +47,17 @@ def env_file(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return conda, pip
 
 
-PINNED = exact_pins(PYPROJECT["dependencies"])
+LOCK = exact_pins(line for line in (REPO / "requirements.lock").read_text().splitlines()
+                  if line.strip() and not line.startswith("#"))
+DIRECT = [Requirement(r) for r in PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["test"]]
+PINNED = {canonicalize_name(r.name): LOCK.get(canonicalize_name(r.name)) for r in map(Requirement, PYPROJECT["dependencies"])}
+
+
+@pytest.mark.parametrize("req", DIRECT, ids=str)
+def test_the_lock_file_pins_every_dependency_within_its_range(req):
+    name = canonicalize_name(req.name)
+    assert name in LOCK, f"requirements.lock has no exact version of {req.name}"
+    assert req.specifier.contains(LOCK[name]), f"requirements.lock: {name}=={LOCK[name]} is outside {req}"
 
 
 def test_there_is_an_env_per_kind_of_rule():
@@ -60,8 +71,8 @@ def test_env_pins_equal_the_pip_install(path):
         f"{path.name}: python={conda['python']} is outside requires-python {PYPROJECT['requires-python']}")
     assert "pip" in conda
     for name, version in pip.items():
-        assert name in PINNED, f"{path.name} installs {name}, which pyproject.toml does not pin"
-        assert version == PINNED[name], f"{path.name}: {name}=={version}, pyproject.toml: {name}=={PINNED[name]}"
+        assert name in PINNED, f"{path.name} installs {name}, which pyproject.toml does not depend on"
+        assert version == PINNED[name], f"{path.name}: {name}=={version}, requirements.lock: {name}=={PINNED[name]}"
 
 
 def test_every_job_dependency_is_in_an_env():
@@ -79,7 +90,8 @@ def test_analysis_env_covers_what_its_scripts_import():
     assert loaded & set(PINNED) <= set(env_file(REPO / "workflow" / "envs" / "analysis.yaml")[1])
 
 
-@pytest.mark.parametrize("name", sorted(PINNED))
-def test_installed_versions_are_the_pinned_ones(name):
-    assert metadata.version(name) == PINNED[name], (
-        f"{name} {metadata.version(name)} is installed, pyproject.toml pins {PINNED[name]}: run pip install -e .")
+@pytest.mark.parametrize("name", sorted(LOCK))
+def test_installed_versions_are_the_locked_ones(name):
+    assert metadata.version(name) == LOCK[name], (
+        f"{name} {metadata.version(name)} is installed, requirements.lock has {LOCK[name]}: "
+        f"run pip install -c requirements.lock -e \".[test]\"")

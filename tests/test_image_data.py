@@ -111,3 +111,36 @@ def test_a_job_with_missing_data_prints_the_message_without_a_traceback(tmp_path
     assert err.startswith("DataMissingError: dataset 'mnist' was not found in data_dir")
     assert "snakemake --cores 1 download_data --configfile" in err and "Traceback" not in err
     assert "Traceback" in (tmp_path / "job.log").read_text()
+
+
+@pytest.mark.parametrize("name, writer, shape, classes", [
+    ("fashionmnist", "write_fake_fashionmnist", (1, 28, 28), 10),
+    ("cifar100", "write_fake_cifar100", (3, 32, 32), 100),
+    ("svhn", "write_fake_svhn", (3, 32, 32), 10),
+])
+def test_more_torchvision_datasets(tmp_path, name, writer, shape, classes):
+    import fake_image_data
+
+    getattr(fake_image_data, writer)(tmp_path, 200, 30)
+    spec = {"name": name, "data_dir": str(tmp_path), "n_train": 150, "verify_checksums": False}
+    data = load_data(spec, "ce")
+    assert data.input_shape == shape and data.num_classes == classes and data.x_test.shape[0] == 30
+    labels = (np.arange(150) * (37 if name == "cifar100" else 7)) % classes  # svhn's 10 is read as digit 0
+    assert np.array_equal(data.y_train.numpy(), labels)
+    if name != "fashionmnist":  # the release's md5s are checked by default
+        with pytest.raises(DataMissingError, match="verify_checksums: false"):
+            load_data({**spec, "verify_checksums": True}, "ce")
+    with pytest.raises(DataMissingError, match=f"dataset '{name}' was not found"):
+        load_data({**spec, "data_dir": str(tmp_path / "nowhere")}, "ce")
+
+
+def test_the_workflow_passes_data_dir_to_every_torchvision_dataset():
+    """common.smk's DOWNLOADABLE (data_dir and download_data) lists exactly the datasets image_data reads."""
+    import re
+    from pathlib import Path
+
+    from normsharp.image_data import DATASETS
+
+    text = (Path(__file__).resolve().parents[1] / "workflow/rules/common.smk").read_text()
+    listed = re.search(r"DOWNLOADABLE = \(([^)]*)\)", text)[1]
+    assert set(re.findall(r'"(\w+)"', listed)) == set(DATASETS)

@@ -97,10 +97,28 @@ def _cifar10(spec: dict) -> RawSplit:
     return load_cifar10(spec)
 
 
+def _torchvision(name: str, spec: dict) -> RawSplit:
+    from .image_data import load_torchvision
+
+    return load_torchvision(name, spec)
+
+
 def _single_point(spec: dict) -> RawSplit:
     from .theory import single_point_raw
 
     return single_point_raw(spec)
+
+
+def _npz(spec: dict) -> RawSplit:
+    from .custom import load_npz
+
+    return RawSplit(*load_npz(spec))
+
+
+def _custom(spec: dict) -> RawSplit:
+    from .custom import load_custom
+
+    return RawSplit(*load_custom(spec))
 
 
 RAW_LOADERS: dict[str, Callable[[dict], RawSplit]] = {
@@ -109,6 +127,9 @@ RAW_LOADERS: dict[str, Callable[[dict], RawSplit]] = {
     "mnist": _mnist,
     "cifar10": _cifar10,
     "single_point": _single_point,
+    **{name: (lambda spec, name=name: _torchvision(name, spec)) for name in ("fashionmnist", "cifar100", "svhn")},
+    "npz": _npz,  # the user's arrays in an .npz file (normsharp.custom)
+    "custom": _custom,  # the user's function returning those arrays
 }
 
 

@@ -1,4 +1,4 @@
-"""MNIST and CIFAR-10 raw loaders through torchvision's dataset classes (files must already be on disk).
+"""MNIST, CIFAR-10, FashionMNIST, CIFAR-100 and SVHN through torchvision's dataset classes (files must be on disk).
 
 Both return the full training pool and the full test set as a :class:`~normsharp.data.RawSplit` of raw
 pixels: uint8 in 0–255, shape (N, 1, 28, 28) resp. (N, 3, 32, 32), labels int64. They stay uint8 on
@@ -22,7 +22,11 @@ import numpy as np
 from .data import RawSplit
 from .errors import ConfigError
 
-DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR10"}  # spec name -> torchvision.datasets class
+DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR10",  # spec name -> torchvision.datasets class
+            "fashionmnist": "FashionMNIST", "cifar100": "CIFAR100", "svhn": "SVHN"}
+FOLDERS = {"mnist": "MNIST/raw", "fashionmnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py",
+           "cifar100": "cifar-100-python", "svhn": "."}  # where torchvision keeps the files under data_dir
+CHECKSUMMED = ("cifar10", "cifar100", "svhn")  # torchvision checks these files' md5s (verify_checksums)
 
 
 class DataMissingError(FileNotFoundError):
@@ -39,7 +43,7 @@ def _dataset_class(name: str):
 
 def _missing_message(name: str, root: str, reason: str) -> str:
     cls = DATASETS[name]
-    where = os.path.join(root, "MNIST", "raw") if name == "mnist" else os.path.join(root, "cifar-10-batches-py")
+    where = os.path.join(root, FOLDERS[name])
     return (
         f"dataset {name!r} was not found in data_dir {root!r} (looked in {os.path.abspath(where)}; "
         f"torchvision says: {reason}).\n"
@@ -48,13 +52,16 @@ def _missing_message(name: str, root: str, reason: str) -> str:
         f"or directly:\n"
         f"    python -c \"import torchvision; torchvision.datasets.{cls}('{root}', download=True)\"\n"
         f"or set data_dir in the config to a folder that already holds it."
-        + ("\nA re-packed CIFAR-10 copy fails the release's md5 check: set dataset.verify_checksums: false."
-           if name == "cifar10" else "")
+        + ("\nA re-packed copy fails the release's md5 check: set dataset.verify_checksums: false."
+           if name in CHECKSUMMED else "")
     )
 
 
 def _unchecked(cls):
     """The torchvision class with its per-file md5s set to None (check_integrity then tests existence only)."""
+    if hasattr(cls, "split_list"):  # SVHN
+        return type(f"Unchecked{cls.__name__}", (cls,),
+                    {"split_list": {k: [url, f, None] for k, (url, f, _) in cls.split_list.items()}})
     return type(f"Unchecked{cls.__name__}", (cls,), {
         "train_list": [[f, None] for f, _ in cls.train_list],
         "test_list": [[f, None] for f, _ in cls.test_list],
@@ -64,9 +71,11 @@ def _unchecked(cls):
 
 def _open(name: str, root: str, train: bool, verify_checksums: bool = True):
     cls = _dataset_class(name)
-    if name == "cifar10" and not verify_checksums:
+    if name in CHECKSUMMED and not verify_checksums:
         cls = _unchecked(cls)
     try:
+        if name == "svhn":
+            return cls(root, split="train" if train else "test", download=False)
         return cls(root, train=train, download=False)
     except RuntimeError as err:  # torchvision: "Dataset not found (or corrupted). You can use download=True ..."
         if "not found" not in str(err).lower() and "corrupted" not in str(err).lower():
@@ -101,10 +110,34 @@ def load_cifar10(spec: dict) -> RawSplit:
     )
 
 
+def load_torchvision(name: str, spec: dict) -> RawSplit:
+    """Any of :data:`DATASETS` from ``spec['data_dir']``: full train pool and test set, x uint8 (N, C, H, W)."""
+    if name in ("mnist", "fashionmnist"):
+        root = str(spec.get("data_dir", "data"))
+        train, test = _open(name, root, True), _open(name, root, False)
+        return RawSplit(
+            _as_numpy(train.data)[:, None, :, :], _as_numpy(train.targets).astype(np.int64),
+            _as_numpy(test.data)[:, None, :, :], _as_numpy(test.targets).astype(np.int64), num_classes=10)
+    root = str(spec.get("data_dir", "data"))
+    verify = bool(spec.get("verify_checksums", True))
+    train, test = _open(name, root, True, verify), _open(name, root, False, verify)
+    if name == "svhn":  # torchvision already gives (N, 3, 32, 32) and maps label 10 to 0
+        return RawSplit(np.ascontiguousarray(train.data), np.asarray(train.labels, dtype=np.int64),
+                        np.ascontiguousarray(test.data), np.asarray(test.labels, dtype=np.int64), num_classes=10)
+    return RawSplit(
+        np.ascontiguousarray(train.data.transpose(0, 3, 1, 2)), np.asarray(train.targets, dtype=np.int64),
+        np.ascontiguousarray(test.data.transpose(0, 3, 1, 2)), np.asarray(test.targets, dtype=np.int64),
+        num_classes=100 if name == "cifar100" else 10,
+    )
+
+
 def download(name: str, data_dir: str = "data") -> str:
     """Fetch ``name`` ('mnist' or 'cifar10') into ``data_dir`` with torchvision (no-op if present); returns data_dir."""
     cls = _dataset_class(name)
     os.makedirs(data_dir, exist_ok=True)
     for train in (True, False):
-        cls(str(data_dir), train=train, download=True)
+        if name == "svhn":
+            cls(str(data_dir), split="train" if train else "test", download=True)
+        else:
+            cls(str(data_dir), train=train, download=True)
     return str(data_dir)

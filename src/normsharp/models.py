@@ -228,10 +228,14 @@ def build_model(spec: dict, input_shape: tuple[int, ...], output_dim: int, seed:
         if output_dim != 1:
             raise ConfigError(f"model.arch 'diagonal_linear' has one output; the dataset has {output_dim}")
         return FlatModel(DiagonalLinear(in_dim, int(spec.get("depth", 2)), spec.get("variant", "shared"), init_scale))
+    elif arch == "custom":  # the user's factory (normsharp.custom); checked for full-batch use in init_model
+        from .custom import build_custom
+
+        module = build_custom(spec, input_shape, output_dim, seed)
     elif arch in ARCHITECTURES:
         module = ARCHITECTURES[arch](spec, input_shape, output_dim, generator)
     else:
-        raise ConfigError(f"model.arch is {arch!r}; allowed: {sorted(['fcn', 'diagonal_linear', *ARCHITECTURES])}")
+        raise ConfigError(f"model.arch is {arch!r}; allowed: {sorted(['fcn', 'diagonal_linear', 'custom', *ARCHITECTURES])}")
     flat = FlatModel(module)
     flat.theta0 = flat.theta0 * init_scale
     flat._bind(flat.theta0)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
+    from .checkpoint import Checkpoint
     from .data import Data
 
 # Each stage imports what it uses inside its function: a job's process pays only for its own stage
@@ -91,11 +92,11 @@ def write_trajectory(path, rows: list[dict]) -> None:
 
 
 def download_data(names: list[str], data_dir) -> None:
-    """Fetch each of ``names`` ('mnist', 'cifar10') into ``data_dir``; files already there are kept (no network)."""
+    """Fetch each of ``names`` (image_data.DATASETS) into ``data_dir``; files already there are kept (no network)."""
     from .image_data import download
 
     if not names:
-        log.info("download_data: the config uses no mnist/cifar10 setup; nothing to fetch")
+        log.info("download_data: the config uses no torchvision dataset; nothing to fetch")
     for name in names:
         download(name, str(data_dir))
         log.info("download_data: %s is in %s", name, os.path.abspath(data_dir))
@@ -132,6 +133,10 @@ def init_model(data_path, model_spec: dict, seed: int, out_path) -> None:
 
     data = load_prepared(data_path, torch.device("cpu"), torch.float64)
     model = build_model(model_spec, data.input_shape, data.output_dim, seed)
+    if model_spec.get("arch") == "custom":  # the user's module: stop now if it is random or batch-dependent
+        from .custom import check_full_batch
+
+        check_full_batch(model, data.x_train[:256], data.output_dim)
     _atomic(out_path, lambda p: torch.save({"theta0": model.theta0, "model": model_spec, "seed": seed,
                                             "num_params": model.num_params}, p))
     log.info("init_model %s seed=%d: %d parameters", model_spec.get("arch"), seed, model.num_params)
@@ -153,6 +158,10 @@ class Problem:
         saved = torch.load(init_path, map_location="cpu", weights_only=False)
         self.model_spec = saved["model"]
         self.model = build_model(saved["model"], self.data.input_shape, self.data.output_dim, saved["seed"])
+        if self.model.num_params != saved["num_params"]:
+            raise ConfigError(f"model: the module now has {self.model.num_params} parameters, θ₀ in {init_path} "
+                              f"has {saved['num_params']} (the factory's code changed?): rerun init_model "
+                              f"(snakemake --forcerun init_model)")
         self.model.to(self.dtype, self.device)
         self.theta0 = saved["theta0"].to(device=self.device, dtype=self.dtype)
         self.objective = NetObjective(self.model, self.data.x_train, self.data.y_train, loss,
@@ -160,6 +169,8 @@ class Problem:
 
     def test_metrics(self, theta: torch.Tensor) -> dict:
         """Test loss and accuracy at θ (one forward pass over the test set; accuracy NaN for regression)."""
+        from .metrics import evaluate
+
         out = evaluate(self.objective, theta, self.data.x_test, self.data.y_test, self.data.num_classes)
         return {"test_loss": out["loss"], "test_accuracy": out["accuracy"]}
 
@@ -356,6 +367,8 @@ def refine_eta(run_dirs: list, settings: dict, tol: float, out_path) -> None:
     least test loss and each neighbour, where that gap is wider than the width. Writes
     {bracket, width, added, runs}: ``runs`` are the run names after this round (``r<multiple>``).
     """
+    import pandas as pd
+
     runs = []
     for run_dir in map(Path, run_dirs):
         result, geometry = read_json(run_dir / "result.json"), read_json(run_dir / "geometry.json")
@@ -402,6 +415,9 @@ def gaps_to_flow(runs: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
     ``run_dirs[i]`` holds row i's ``theta.pt``; θ₀ is ``init.pt`` one folder up. NaN for diverged runs and
     without a GF run.
     """
+    import pandas as pd
+    import torch  # θ files are torch's: the one part of aggregate that needs it
+
     def theta(path):
         return torch.load(path, map_location="cpu", weights_only=False)
 
@@ -411,7 +427,7 @@ def gaps_to_flow(runs: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
     out = pd.DataFrame(math.nan, index=runs.index, columns=GAP_COLUMNS)
     for i, r in enumerate(runs.itertuples()):
         key = (r.setup, r.seed)
-        if key not in flow or r.status == DIVERGED:
+        if key not in flow or r.status == "diverged":
             continue
         gf = runs.iloc[gf_rows[key]]
         theta_gf, theta0 = flow[key]

@@ -107,6 +107,9 @@ FIGURE_FILES = [
 DOWNLOADABLE = (
     "mnist",
     "cifar10",
+    "fashionmnist",
+    "cifar100",
+    "svhn",
 )  # read from data_dir; fetched by the download_data rule
 
 
@@ -230,12 +233,37 @@ def datasets_to_download():
     )
 
 
+# The user's own data and model (normsharp.custom): import paths are looked up in the working directory first
+# (jobs run there, on cluster nodes too), then PYTHONPATH and the installed packages.
+from snakemake.exceptions import WorkflowError
+
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([os.environ.get("PYTHONPATH"), os.getcwd()])
+)
+for _name, _setup in config["setups"].items():
+    _path = _setup["dataset"].get("path")
+    if _setup["dataset"]["name"] == "npz" and not os.path.isfile(_path):
+        raise WorkflowError(
+            f"setups.{_name}.dataset.path: {_path!r} does not exist (relative to the working "
+            f"directory {os.getcwd()}); write the .npz there or fix the path"
+        )
+
+
+def user_data_files(wildcards):
+    """The setup's .npz file, so that prepare_data reruns when it changes."""
+    dataset = setup_of(wildcards)["dataset"]
+    return [dataset["path"]] if dataset["name"] == "npz" else []
+
+
 # --- SLURM memory requests (measured per rule: workflow/profiles/README.md) ---
 # (input features, training pool, test set) per dataset; synthetic/single_point are small: their own sizes.
 _DATA_SHAPES = {
     "digits": (64, 1797, 0),
     "mnist": (784, 60000, 10000),
     "cifar10": (3072, 50000, 10000),
+    "fashionmnist": (784, 60000, 10000),
+    "cifar100": (3072, 50000, 10000),
+    "svhn": (3072, 73257, 26032),
 }
 
 

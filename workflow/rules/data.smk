@@ -19,6 +19,8 @@ rule download_data:
 
 
 rule prepare_data:
+    input:
+        user_data_files,
     output:
         f"{R}/{{setup}}/data.pt",
     log:
