@@ -275,6 +275,10 @@ def test_setup_edit_schedules_that_setup_alone(finished, edit):
         (lambda c: c["setups"]["a"].pop("loss_threshold"), "loss_threshold"),
         (lambda c: c.update(eta={"relative": [-1.0]}), "relative"),
         (lambda c: c["gd"].update(max_step=10), "max_step"),
+        # wrong types where setups inherit: named by validation, not a TypeError from the inheritance
+        (lambda c: c.update(gd=100), "['gd']"),
+        (lambda c: c["setups"]["a"].update(gf="fast"), "'fast' is not of type 'object'"),
+        (lambda c: c.update(setups=["a"]), "['setups']"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, edit, needle):

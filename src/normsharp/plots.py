@@ -20,9 +20,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-FIGURES = ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories",
-           "phase_diagram", "gap_to_flow")
-DIAGONAL_FIGURES = ("dln_zero_loss_set", "dln_vs_eta")
+from .figure_names import DIAGONAL_FIGURES, FIGURES  # noqa: E402
 
 
 def _plain(value, _pos=None) -> str:
@@ -438,6 +436,10 @@ def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dic
         save(fig, name)
     if diagonal:
         _draw_diagonal(runs, diagonal, save)
+    drawn = sorted({p.stem for p in written})
+    expected = sorted(FIGURES + (DIAGONAL_FIGURES if diagonal else ()))
+    if drawn != expected:  # the workflow declares figure_names' list as the figures rule's outputs
+        raise RuntimeError(f"drew {drawn}, but normsharp.figure_names lists {expected}")
     return written
 
 

@@ -11,8 +11,12 @@ import platform
 import subprocess
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    import torch
 
 # Columns of runs.parquet (NA for results written before they existed).
 COLUMNS = {"normsharp_version": "string", "git_commit": "string", "git_dirty": "boolean",

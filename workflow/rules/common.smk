@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -11,6 +12,9 @@ from snakemake.utils import validate
 # The workflow sets PYTHONPATH for its jobs instead of requiring it from the user: no `envvars:`.
 _paths = [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in _paths if p))
+# The workflow itself reads one constant of that library (the figure names; a module importing nothing).
+sys.path.insert(0, _paths[0])
+from normsharp.figure_names import DIAGONAL_FIGURES, FIGURES
 
 # Canonical settings. Snakemake's params trigger compares the repr of each param, so a config that means the
 # same but is spelled otherwise (keys in another order, 1e-3 for 0.001, 1 for 1.0, a default written out) would
@@ -65,11 +69,15 @@ def schema_numbers(value, schema):
 
 
 # A setup inherits the experiment's eta/gd/gf and overrides single keys; defaults are filled afterwards.
-for _setup in (config.get("setups") or {}).values():
+# Values of the wrong type are left as they are, for validate to name.
+_setups = config.get("setups")
+for _setup in _setups.values() if isinstance(_setups, dict) else ():
     if isinstance(_setup, dict):
         _setup.setdefault("eta", config.get("eta"))
         for _key in ("gd", "gf"):
-            _setup[_key] = {**(config.get(_key) or {}), **(_setup.get(_key) or {})}
+            _top, _own = config.get(_key) or {}, _setup.get(_key) or {}
+            if isinstance(_top, dict) and isinstance(_own, dict):
+                _setup[_key] = {**_top, **_own}
 schema_numbers(config, _SCHEMA)
 validate(config, "../schemas/config.schema.yaml")
 # Numbers again (the defaults validate filled in), then sorted keys everywhere, in place.
@@ -82,15 +90,7 @@ RUN = f"{R}/{{setup}}/seed{{seed}}/{{run}}"
 NUMERICS = canonical(
     {k: config[k] for k in ("device", "dtype", "threads", "chunk_size")}
 )
-FIGURE_NAMES = [
-    "sharpness_vs_eta",
-    "norms_vs_eta",
-    "test_loss_vs_eta",
-    "sharpness_norm_tradeoff",
-    "trajectories",
-    "phase_diagram",
-    "gap_to_flow",
-]
+FIGURE_NAMES = list(FIGURES)
 # The diagonal-linear-network counter-example (single_point data, diagonal_linear model) has a closed form:
 # its setups get two more figures, drawn against theory. Known from the config, so the DAG stays static.
 DIAGONAL_SETUPS = {
@@ -100,7 +100,7 @@ DIAGONAL_SETUPS = {
     and s["model"]["arch"] == "diagonal_linear"
 }
 if DIAGONAL_SETUPS:
-    FIGURE_NAMES += ["dln_zero_loss_set", "dln_vs_eta"]
+    FIGURE_NAMES += DIAGONAL_FIGURES
 FIGURE_FILES = [
     f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")
 ]
