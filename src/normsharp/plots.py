@@ -157,9 +157,10 @@ def test_loss_vs_eta(runs: pd.DataFrame, ax, setup: str):
 def tradeoff(runs: pd.DataFrame, ax, setup: str):
     gd, gf = _setup_runs(runs, setup)
     gd = gd[gd.status != "diverged"]
+    # the GF end hollow and beneath: flow-aligned GD ends lie on it and must stay visible
+    ax.plot(gf.l1_norm, gf.sharpness, "*", mfc="none", mec="C3", mew=1.5, ms=18, zorder=1, label="GF end")
     sc = ax.scatter(gd.l1_norm, gd.sharpness, c=gd.eta_over_eta_c, cmap="viridis",
-                    norm=matplotlib.colors.LogNorm(), marker="o", s=30, label="GD end")
-    ax.plot(gf.l1_norm, gf.sharpness, "*", color="C3", ms=12, mec="k", label="GF end")
+                    norm=matplotlib.colors.LogNorm(), marker="o", s=30, zorder=3, label="GD end")
     capped = gd[gd.status == "max_steps"]
     if len(capped):
         ax.scatter(capped.l1_norm, capped.sharpness, facecolors="none", edgecolors="k", marker="s", s=60,
