@@ -182,11 +182,16 @@ def main() -> None:
     # the floor from in-job compute: GF and GD their loop's wall_seconds; the other jobs log line to last output,
     # less what their stage imports after the log line
     imports = import_cost()
+
+    def stage_imports(rule: str) -> float:
+        """Seconds a job of ``rule`` spends importing what its stage uses, after its first log line."""
+        script_only, with_stage = imports.get(rule, (0.0, 0.0))
+        return with_stage - script_only
+
     for rule, run in list(compute_by_job):
         if rule in ("gradient_flow", "train_gd"):
             continue
-        script_only, with_stage = imports.get(rule, (0.0, 0.0))
-        compute_by_job[(rule, run)] = max(0.0, compute_by_job[(rule, run)] - (with_stage - script_only))
+        compute_by_job[(rule, run)] = max(0.0, compute_by_job[(rule, run)] - stage_imports(rule))
     gf_loop = float(runs[runs.method == "gf"].wall_seconds.iloc[0])
     gd_loops = {f"r{r!r}": w for r, w in zip(runs[runs.method == "gd"].eta_over_eta_c.round(6),
                                               runs[runs.method == "gd"].wall_seconds)}
@@ -207,8 +212,8 @@ def main() -> None:
     floor = max(longest, total / 2)
     # what no schedule of one process per job avoids and the floor leaves out: each script job starts python,
     # unpickles Snakemake's preamble and imports what its stage uses (torch for all but aggregate and figures)
-    starts = sum(d["jobs"] * (imports["(snakemake preamble)"][0] + imports.get(rule, (0.0, 0.0))[1]
-                              - imports.get(rule, (0.0, 0.0))[0]) for rule, d in per_rule.items()) / 2
+    starts = sum(d["jobs"] * (imports["(snakemake preamble)"][0] + stage_imports(rule))
+                 for rule, d in per_rule.items()) / 2
     loops = f"GF {float(runs[runs.method == 'gf'].wall_seconds.iloc[0]):.1f} s, GD {float(gd.wall_seconds.sum()):.1f} s"
     first_start = min(j["start"] for j in jobs.values())
     last_end = max(j["end"] for j in jobs.values() if "end" in j)
