@@ -101,7 +101,7 @@ def test_diagonal_figures_exist(finished):
 
 
 def test_shipped_config_plans_its_own_setups_only(tmp_path):
-    """The README command: --configfile replaces the quickstart config instead of extending it."""
+    """The documented command: --configfile replaces the quickstart config instead of extending it."""
     out = snakemake(tmp_path, "-n", "--configfile", str(CONFIG))
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
@@ -112,5 +112,5 @@ def test_shipped_config_plans_its_own_setups_only(tmp_path):
     assert jobs["train_gd"] == n_eta and jobs["gradient_flow"] == 2 and jobs["figures"] == 1
 
 
-def test_readme_prints_the_current_instance_table():
-    assert theory.markdown_table() in (REPO / "README.md").read_text()
+def test_docs_print_the_current_instance_table():
+    assert theory.markdown_table() in (REPO / "docs/diagonal-linear-network.md").read_text()

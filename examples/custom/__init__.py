@@ -1,1 +1,1 @@
-"""A worked example of your own model and data (see the README, "Your own model and data")."""
+"""A worked example of your own model and data (see docs/custom-model-and-data.md)."""
