@@ -99,5 +99,5 @@ def test_numpy_only_modules_import_no_torch_even_indirectly(module):
 
 def test_importing_theory_loads_no_torch():
     code = "import sys, normsharp.theory, normsharp.resources; assert 'torch' not in sys.modules, 'torch loaded'"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
