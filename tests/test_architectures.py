@@ -7,7 +7,8 @@ import torch
 
 from normsharp.eigen import sharpness
 from normsharp.errors import ConfigError
-from normsharp.models import build_model, layer_scaling
+from normsharp.layers import layer_scaling
+from normsharp.models import build_model
 from normsharp.objective import NetObjective
 
 ARCHS = ("cnn", "resnet", "vit")

@@ -12,9 +12,10 @@ import torch
 from scipy.optimize import minimize, minimize_scalar
 
 from normsharp import theory
+from normsharp.architectures import DiagonalLinear
 from normsharp.dynamics import run_gd, run_gradient_flow
 from normsharp.errors import ConfigError
-from normsharp.models import DiagonalLinear, FlatModel, build_model
+from normsharp.models import FlatModel, build_model
 from normsharp.objective import NetObjective
 
 torch.set_num_threads(1)

@@ -1,14 +1,17 @@
-"""Convolutional and attention architectures (CNN, ResNet without BatchNorm, ViT), by name.
+"""The networks, by name: FCN, the diagonal linear network, CNN, ResNet without BatchNorm, ViT.
 
-Each builder is ``(spec, input_shape, output_dim, generator) -> nn.Module`` for image inputs
-``input_shape = (C, H, W)``. Every weight is a scaled layer (``m·W``, ``W ~ N(0, σ²)``) whose (σ, m)
-come from :func:`normsharp.models.layer_scaling` with the layer kind 'input' (reads the image or a
-fixed-size table), 'hidden' (fan_in ∝ width) or 'output' (the linear head), so 'standard', 'ntk' and
-'mup' mean the same thing here as for the FCN. Everything is a smooth-enough composition of
+Each builder in :data:`BUILDERS` is ``(spec, input_shape, output_dim, generator) -> nn.Module``; the
+CNN, ResNet and ViT take image inputs ``input_shape = (C, H, W)``. Every weight is a scaled layer of
+:mod:`normsharp.layers` (``m·W``, ``W ~ N(0, σ²)``, (σ, m) from :func:`normsharp.layers.layer_scaling`), so
+'standard', 'ntk' and 'mup' mean the same thing for every net. Everything is a smooth-enough composition of
 conv2d / linear / softmax / layer_norm / average pooling: float32 and float64 both work, and
 double backward (Hessian-vector products) is supported and deterministic on CPU.
 
 Spec keys (defaults in brackets), besides ``arch``, ``init_scale`` (handled by build_model):
+
+- fcn:    width [100], depth [2] hidden layers, activation ['tanh'], bias [true], parametrization
+          ['standard'].
+- diagonal_linear: depth [2], variant ['shared' | 'uv']; init_scale is its α (w₀ = α·1).
 
 - cnn:    width [32], depth [2] conv layers, activation ['relu'], bias [true], parametrization
           ['standard']. conv3×3 (padding 1) → activation → 2×2 average pool per layer (the pool is
@@ -25,80 +28,89 @@ Spec keys (defaults in brackets), besides ``arch``, ``init_scale`` (handled by b
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Defined before importing models: models.py imports ARCHITECTURES at its end, so either import order works.
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+from .errors import ConfigError
+from .layers import (
+    ACTIVATIONS,
+    PARAMETRIZATIONS,
+    AvgPool2,
+    GlobalAvgPool,
+    ScaledConv2d,
+    ScaledLinear,
+    ScaledTable,
+    bias_multiplier,
+    layer_scaling,
+    scaled_linear,
+)
 
-from .errors import ConfigError  # noqa: E402
-from .models import ACTIVATIONS, PARAMETRIZATIONS, ScaledLinear, bias_multiplier, layer_scaling  # noqa: E402
+# ---- FCN and the diagonal linear network -----------------------------------------------------------
 
+class FCN(nn.Module):
+    """Fully connected net: flatten, `depth` hidden layers of `width` units with `activation`, linear output."""
 
-def _init(shape: tuple[int, ...], fan_in: int, std: float | None, generator) -> torch.Tensor:
-    """N(0, σ²) in float64, or PyTorch's default U(±1/√fan_in) when σ is None."""
-    if std is None:
-        return (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) / math.sqrt(fan_in)
-    return torch.randn(shape, generator=generator, dtype=torch.float64) * std
-
-
-class ScaledConv2d(nn.Module):
-    """y = conv2d(x, m_W W) + m_b b, k×k kernel, 'same' padding; init and multipliers as ScaledLinear."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool, parametrization: str, layer: str,
-                 width: int, generator, stride: int = 1):
+    def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, activation: str, bias: bool,
+                 parametrization: str, generator):
         super().__init__()
-        fan_in = c_in * kernel * kernel
-        std, self.multiplier = layer_scaling(parametrization, layer, fan_in, width)
-        self.bias_multiplier = bias_multiplier(parametrization, layer, width)
-        self.stride, self.padding = stride, kernel // 2
-        self.weight = nn.Parameter(_init((c_out, c_in, kernel, kernel), fan_in, std, generator))
-        if not bias:
-            self.bias = None
-        else:
-            b = _init((c_out,), fan_in, None, generator) if std is None else torch.zeros(c_out, dtype=torch.float64)
-            self.bias = nn.Parameter(b)
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"model.activation is {activation!r}; allowed: {sorted(ACTIVATIONS)}")
+        if depth < 1 or width < 1:
+            raise ConfigError(f"model.depth ({depth}) and model.width ({width}) must be ≥ 1")
+        layers: list[nn.Module] = [nn.Flatten()]
+        fan_in = in_dim
+        for i in range(depth):
+            kind = "input" if i == 0 else "hidden"
+            std, mult = layer_scaling(parametrization, kind, fan_in, width)
+            layers += [ScaledLinear(fan_in, width, bias, std, mult, generator,
+                                    bias_multiplier(parametrization, kind, width)),
+                       ACTIVATIONS[activation]()]
+            fan_in = width
+        std, mult = layer_scaling(parametrization, "output", fan_in, width)
+        layers.append(ScaledLinear(fan_in, out_dim, bias, std, mult, generator))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight if self.multiplier == 1.0 else self.weight * self.multiplier
-        bias = self.bias if self.bias is None or self.bias_multiplier == 1.0 else self.bias * self.bias_multiplier
-        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding)
+        return self.net(x)
 
 
-def _linear(fan_in: int, fan_out: int, bias: bool, parametrization: str, layer: str, width: int, generator) -> ScaledLinear:
-    std, mult = layer_scaling(parametrization, layer, fan_in, width)
-    return ScaledLinear(fan_in, fan_out, bias, std, mult, generator, bias_multiplier(parametrization, layer, width))
+class DiagonalLinear(nn.Module):
+    """Diagonal linear network f(x) = ⟨β, x⟩ with β = w^{⊙D} ('shared') or β = u^{⊙D} − v^{⊙D} ('uv').
 
+    Initialised at w = α·1 (resp. u = v = α·1), so β₀ = α^D·1 (resp. 0); α = init_scale.
+    """
 
-class ScaledTable(nn.Module):
-    """A learned table (position embeddings, cls token) as an 'input' layer with fan_in 1: m·T."""
-
-    def __init__(self, shape: tuple[int, ...], parametrization: str, width: int, generator):
+    def __init__(self, in_dim: int, depth: int, variant: str, init_scale: float):
         super().__init__()
-        std, self.multiplier = layer_scaling(parametrization, "input", 1, width)
-        self.table = nn.Parameter(_init(shape, 1, std, generator))
+        if variant not in ("shared", "uv"):
+            raise ConfigError(f"model.variant is {variant!r}; allowed: 'shared', 'uv'")
+        self.depth = depth
+        self.variant = variant
+        self.u = nn.Parameter(torch.full((in_dim,), float(init_scale), dtype=torch.float64))
+        self.v = nn.Parameter(torch.full((in_dim,), float(init_scale), dtype=torch.float64)) if variant == "uv" else None
 
-    def forward(self) -> torch.Tensor:
-        return self.table if self.multiplier == 1.0 else self.table * self.multiplier
-
-
-class AvgPool2(nn.Module):
-    """2×2 average pooling (odd sides are cropped) as reshape + mean: deterministic on every device."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        x = x[:, :, : h - h % 2, : w - w % 2]
-        return x.reshape(n, c, h // 2, 2, w // 2, 2).mean(dim=(3, 5))
-
-
-class GlobalAvgPool(nn.Module):
-    """(N, C, H, W) → (N, C), the mean over positions (no adaptive pooling: its CUDA backward is nondeterministic)."""
+    def beta(self) -> torch.Tensor:
+        return self.u**self.depth - self.v**self.depth if self.v is not None else self.u**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
+        return (x.flatten(1) @ self.beta()).unsqueeze(1)
+
+
+def build_fcn(spec: dict, input_shape, output_dim: int, generator) -> nn.Module:
+    return FCN(math.prod(input_shape), output_dim, int(spec.get("width", 100)), int(spec.get("depth", 2)),
+               spec.get("activation", "tanh"), bool(spec.get("bias", True)),
+               spec.get("parametrization", "standard"), generator)
+
+
+def build_diagonal_linear(spec: dict, input_shape, output_dim: int, generator=None) -> nn.Module:
+    """Deterministic (w₀ = α·1, α = init_scale): ``generator`` is not used."""
+    if output_dim != 1:
+        raise ConfigError(f"model.arch 'diagonal_linear' has one output; the dataset has {output_dim}")
+    return DiagonalLinear(math.prod(input_shape), int(spec.get("depth", 2)), spec.get("variant", "shared"),
+                          float(spec.get("init_scale", 1.0)))
 
 
 # ---- spec handling -------------------------------------------------------------------------------
@@ -147,7 +159,7 @@ class CNN(nn.Module):
                 layers.append(AvgPool2())
                 h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
-        self.head = _linear(width * h * w, output_dim, bias, parametrization, "output", width, generator)
+        self.head = scaled_linear(width * h * w, output_dim, bias, parametrization, "output", width, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
@@ -206,7 +218,7 @@ class ResNet(nn.Module):
             layers.append(nn.BatchNorm2d(width, track_running_stats=False, dtype=torch.float64))
         layers += [activation(), GlobalAvgPool()]
         self.features = nn.Sequential(*layers)
-        self.head = _linear(width, output_dim, bias, parametrization, "output", width, generator)
+        self.head = scaled_linear(width, output_dim, bias, parametrization, "output", width, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -233,8 +245,8 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.d_head = heads, width // heads
         self.scale = 1.0 / self.d_head if parametrization == "mup" else 1.0 / math.sqrt(self.d_head)
-        self.qkv = _linear(width, 3 * width, bias, parametrization, "hidden", width, generator)
-        self.proj = _linear(width, width, bias, parametrization, "hidden", width, generator)
+        self.qkv = scaled_linear(width, 3 * width, bias, parametrization, "hidden", width, generator)
+        self.proj = scaled_linear(width, width, bias, parametrization, "hidden", width, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, d = x.shape
@@ -251,8 +263,8 @@ class TransformerBlock(nn.Module):
         self.attn = Attention(width, heads, bias, parametrization, generator)
         hidden = mlp_ratio * width
         self.mlp = nn.Sequential(
-            _linear(width, hidden, bias, parametrization, "hidden", width, generator), activation(),
-            _linear(hidden, width, bias, parametrization, "hidden", width, generator),
+            scaled_linear(width, hidden, bias, parametrization, "hidden", width, generator), activation(),
+            scaled_linear(hidden, width, bias, parametrization, "hidden", width, generator),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,12 +282,12 @@ class ViT(nn.Module):
         c, h, w = input_shape
         self.patch = patch
         tokens = (h // patch) * (w // patch)
-        self.embed = _linear(c * patch * patch, width, bias, parametrization, "input", width, generator)
+        self.embed = scaled_linear(c * patch * patch, width, bias, parametrization, "input", width, generator)
         self.pos = ScaledTable((tokens, width), parametrization, width, generator)
         self.cls = ScaledTable((1, 1, width), parametrization, width, generator) if pool == "cls" else None
         self.blocks = nn.Sequential(*[TransformerBlock(width, heads, mlp_ratio, activation, bias, parametrization,
                                                        generator) for _ in range(depth)])
-        self.head = _linear(width, output_dim, bias, parametrization, "output", width, generator)
+        self.head = scaled_linear(width, output_dim, bias, parametrization, "output", width, generator)
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) → (N, H/p · W/p, C·p·p), row-major over patches."""
@@ -306,4 +318,8 @@ def build_vit(spec: dict, input_shape, output_dim: int, generator) -> nn.Module:
     return ViT(shape, output_dim, width, depth, heads, patch, mlp_ratio, act, bias, param, pool, generator)
 
 
-ARCHITECTURES.update(cnn=build_cnn, resnet=build_resnet, vit=build_vit)
+# Every registry architecture but 'custom' (the user's factory, normsharp.custom), by name.
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "fcn": build_fcn, "cnn": build_cnn, "resnet": build_resnet, "vit": build_vit,
+    "diagonal_linear": build_diagonal_linear,
+}

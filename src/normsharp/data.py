@@ -4,53 +4,20 @@ Every dataset goes through one path: a *raw loader* returns unprocessed numpy ar
 (:class:`RawSplit`), then :func:`load_data` selects the training subset (first N or class-balanced N),
 centres and standardises each feature with the statistics of that subset, and builds the targets:
 one-hot vectors for MSE on a classification set, class labels for cross-entropy, real vectors for a
-regression set. New datasets register a raw loader in :data:`RAW_LOADERS`.
+regression set. A new dataset is an entry in :data:`normsharp.registry.DATASETS` plus, unless
+torchvision reads it, its loader in :data:`BUILT_IN_LOADERS`; :data:`RAW_LOADERS` has one per registry name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from .containers import Data, RawSplit
 from .errors import ConfigError
-
-
-@dataclass
-class RawSplit:
-    """Unprocessed arrays: inputs (N, ...) and targets (N,) int labels or (N, k) real values."""
-
-    x_train: np.ndarray
-    t_train: np.ndarray
-    x_test: np.ndarray
-    t_test: np.ndarray
-    num_classes: int | None  # None for a regression set
-
-
-@dataclass
-class Data:
-    """Training and test tensors ready for full-batch work."""
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int | None
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def output_dim(self) -> int:
-        return self.num_classes if self.num_classes is not None else self.y_train.shape[1]
-
-    @property
-    def n_train(self) -> int:
-        return self.x_train.shape[0]
+from .registry import DATASETS
 
 
 def _digits(spec: dict) -> RawSplit:
@@ -85,22 +52,13 @@ def _synthetic(spec: dict) -> RawSplit:
     return RawSplit(x_train, t_train, x_test, teacher(x_test), num_classes=None)
 
 
-def _mnist(spec: dict) -> RawSplit:
-    from .image_data import load_mnist
+def _torchvision(name: str) -> Callable[[dict], RawSplit]:
+    def load(spec: dict) -> RawSplit:
+        from .image_data import load_torchvision
 
-    return load_mnist(spec)
+        return load_torchvision(name, spec)
 
-
-def _cifar10(spec: dict) -> RawSplit:
-    from .image_data import load_cifar10
-
-    return load_cifar10(spec)
-
-
-def _torchvision(name: str, spec: dict) -> RawSplit:
-    from .image_data import load_torchvision
-
-    return load_torchvision(name, spec)
+    return load
 
 
 def _single_point(spec: dict) -> RawSplit:
@@ -121,15 +79,16 @@ def _custom(spec: dict) -> RawSplit:
     return RawSplit(*load_custom(spec))
 
 
-RAW_LOADERS: dict[str, Callable[[dict], RawSplit]] = {
+BUILT_IN_LOADERS: dict[str, Callable[[dict], RawSplit]] = {
     "digits": _digits,
     "synthetic": _synthetic,
-    "mnist": _mnist,
-    "cifar10": _cifar10,
     "single_point": _single_point,
-    **{name: (lambda spec, name=name: _torchvision(name, spec)) for name in ("fashionmnist", "cifar100", "svhn")},
     "npz": _npz,  # the user's arrays in an .npz file (normsharp.custom)
     "custom": _custom,  # the user's function returning those arrays
+}
+# One loader per registry name: torchvision's datasets share one, the built-in ones have their own.
+RAW_LOADERS: dict[str, Callable[[dict], RawSplit]] = {
+    name: _torchvision(name) if dataset.downloadable else BUILT_IN_LOADERS[name] for name, dataset in DATASETS.items()
 }
 
 

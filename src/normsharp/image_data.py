@@ -1,6 +1,8 @@
 """MNIST, CIFAR-10, FashionMNIST, CIFAR-100 and SVHN through torchvision's dataset classes (files must be on disk).
 
-Both return the full training pool and the full test set as a :class:`~normsharp.data.RawSplit` of raw
+Each is a :data:`normsharp.registry.DATASETS` entry with ``torchvision`` set (its class, folder and
+whether its files are checksummed live there). :func:`load_torchvision` returns the full training pool
+and the full test set as a :class:`~normsharp.containers.RawSplit` of raw
 pixels: uint8 in 0–255, shape (N, 1, 28, 28) resp. (N, 3, 32, 32), labels int64. They stay uint8 on
 purpose (CIFAR-10's pool is 150 MB as uint8, 1.2 GB as float64): :func:`normsharp.data.load_data`
 selects the training subset first and converts to float64 before standardising, so scale and dtype
@@ -19,14 +21,9 @@ import os
 
 import numpy as np
 
-from .data import RawSplit
+from .containers import RawSplit
 from .errors import ConfigError
-
-DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR10",  # spec name -> torchvision.datasets class
-            "fashionmnist": "FashionMNIST", "cifar100": "CIFAR100", "svhn": "SVHN"}
-FOLDERS = {"mnist": "MNIST/raw", "fashionmnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py",
-           "cifar100": "cifar-100-python", "svhn": "."}  # where torchvision keeps the files under data_dir
-CHECKSUMMED = ("cifar10", "cifar100", "svhn")  # torchvision checks these files' md5s (verify_checksums)
+from .registry import DATASETS, DOWNLOADABLE
 
 
 class DataMissingError(FileNotFoundError):
@@ -34,16 +31,16 @@ class DataMissingError(FileNotFoundError):
 
 
 def _dataset_class(name: str):
-    if name not in DATASETS:
-        raise ConfigError(f"dataset.name is {name!r}; downloadable: {sorted(DATASETS)}")
+    if name not in DOWNLOADABLE:
+        raise ConfigError(f"dataset.name is {name!r}; downloadable: {sorted(DOWNLOADABLE)}")
     import torchvision.datasets
 
-    return getattr(torchvision.datasets, DATASETS[name])
+    return getattr(torchvision.datasets, DATASETS[name].torchvision)
 
 
 def _missing_message(name: str, root: str, reason: str) -> str:
-    cls = DATASETS[name]
-    where = os.path.join(root, FOLDERS[name])
+    cls = DATASETS[name].torchvision
+    where = os.path.join(root, DATASETS[name].folder)
     return (
         f"dataset {name!r} was not found in data_dir {root!r} (looked in {os.path.abspath(where)}; "
         f"torchvision says: {reason}).\n"
@@ -53,7 +50,7 @@ def _missing_message(name: str, root: str, reason: str) -> str:
         f"    python -c \"import torchvision; torchvision.datasets.{cls}('{root}', download=True)\"\n"
         f"or set data_dir in the config to a folder that already holds it."
         + ("\nA re-packed copy fails the release's md5 check: set dataset.verify_checksums: false."
-           if name in CHECKSUMMED else "")
+           if DATASETS[name].checksummed else "")
     )
 
 
@@ -71,7 +68,7 @@ def _unchecked(cls):
 
 def _open(name: str, root: str, train: bool, verify_checksums: bool = True):
     cls = _dataset_class(name)
-    if name in CHECKSUMMED and not verify_checksums:
+    if DATASETS[name].checksummed and not verify_checksums:
         cls = _unchecked(cls)
     try:
         if name == "svhn":
@@ -89,29 +86,17 @@ def _as_numpy(a) -> np.ndarray:
 
 def load_mnist(spec: dict) -> RawSplit:
     """MNIST from ``spec['data_dir']`` (default 'data'): 60000 train / 10000 test, x uint8 (N, 1, 28, 28)."""
-    root = str(spec.get("data_dir", "data"))
-    train, test = _open("mnist", root, True), _open("mnist", root, False)
-    return RawSplit(
-        _as_numpy(train.data)[:, None, :, :], _as_numpy(train.targets).astype(np.int64),
-        _as_numpy(test.data)[:, None, :, :], _as_numpy(test.targets).astype(np.int64),
-        num_classes=10,
-    )
+    return load_torchvision("mnist", spec)
 
 
 def load_cifar10(spec: dict) -> RawSplit:
     """CIFAR-10 from ``spec['data_dir']`` (default 'data'): 50000 train / 10000 test, x uint8 (N, 3, 32, 32)."""
-    root = str(spec.get("data_dir", "data"))
-    verify = bool(spec.get("verify_checksums", True))
-    train, test = _open("cifar10", root, True, verify), _open("cifar10", root, False, verify)
-    return RawSplit(
-        np.ascontiguousarray(train.data.transpose(0, 3, 1, 2)), np.asarray(train.targets, dtype=np.int64),
-        np.ascontiguousarray(test.data.transpose(0, 3, 1, 2)), np.asarray(test.targets, dtype=np.int64),
-        num_classes=10,
-    )
+    return load_torchvision("cifar10", spec)
 
 
 def load_torchvision(name: str, spec: dict) -> RawSplit:
-    """Any of :data:`DATASETS` from ``spec['data_dir']``: full train pool and test set, x uint8 (N, C, H, W)."""
+    """Any of :data:`~normsharp.registry.DOWNLOADABLE` from ``spec['data_dir']``: full train pool and test set,
+    x uint8 (N, C, H, W)."""
     if name in ("mnist", "fashionmnist"):
         root = str(spec.get("data_dir", "data"))
         train, test = _open(name, root, True), _open(name, root, False)
@@ -132,7 +117,8 @@ def load_torchvision(name: str, spec: dict) -> RawSplit:
 
 
 def download(name: str, data_dir: str = "data") -> str:
-    """Fetch ``name`` ('mnist' or 'cifar10') into ``data_dir`` with torchvision (no-op if present); returns data_dir."""
+    """Fetch ``name`` (one of :data:`~normsharp.registry.DOWNLOADABLE`) into ``data_dir`` with torchvision (no-op
+    if present); returns data_dir."""
     cls = _dataset_class(name)
     os.makedirs(data_dir, exist_ok=True)
     for train in (True, False):

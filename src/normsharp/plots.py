@@ -20,7 +20,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .figure_names import DIAGONAL_FIGURES, FIGURES  # noqa: E402
+from .registry import DIAGONAL_FIGURES, FIGURES  # noqa: E402
 
 
 def _plain(value, _pos=None) -> str:
@@ -439,8 +439,8 @@ def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dic
         _draw_diagonal(runs, diagonal, save)
     drawn = sorted({p.stem for p in written})
     expected = sorted(FIGURES + (DIAGONAL_FIGURES if diagonal else ()))
-    if drawn != expected:  # the workflow declares figure_names' list as the figures rule's outputs
-        raise RuntimeError(f"drew {drawn}, but normsharp.figure_names lists {expected}")
+    if drawn != expected:  # the workflow declares the registry's list as the figures rule's outputs
+        raise RuntimeError(f"drew {drawn}, but normsharp.registry lists {expected}")
     return written
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import RawSplit
+from .containers import RawSplit
 from .errors import ConfigError
 
 
@@ -377,7 +377,7 @@ def eos_point(inst: Instance, eta: float) -> Point | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Shipped instances
+# Shipped instances (their names, in this order, are normsharp.registry.SINGLE_POINT_INSTANCES)
 
 
 def _toeplitz(d: int, rho: float) -> np.ndarray:

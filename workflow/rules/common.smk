@@ -12,9 +12,10 @@ from snakemake.utils import validate
 # The workflow sets PYTHONPATH for its jobs instead of requiring it from the user: no `envvars:`.
 _paths = [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in _paths if p))
-# The workflow itself reads one constant of that library (the figure names; a module importing nothing).
+# The workflow itself reads the library's names and memory model (modules importing only the standard library).
 sys.path.insert(0, _paths[0])
-from normsharp.figure_names import DIAGONAL_FIGURES, FIGURES
+from normsharp import resources
+from normsharp.registry import DIAGONAL_FIGURES, DOWNLOADABLE, FIGURES
 
 # Canonical settings. Snakemake's params trigger compares the repr of each param, so a config that means the
 # same but is spelled otherwise (keys in another order, 1e-3 for 0.001, 1 for 1.0, a default written out) would
@@ -104,13 +105,6 @@ if DIAGONAL_SETUPS:
 FIGURE_FILES = [
     f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")
 ]
-DOWNLOADABLE = (
-    "mnist",
-    "cifar10",
-    "fashionmnist",
-    "cifar100",
-    "svhn",
-)  # read from data_dir; fetched by the download_data rule
 
 
 wildcard_constraints:
@@ -255,37 +249,14 @@ def user_data_files(wildcards):
     return [dataset["path"]] if dataset["name"] == "npz" else []
 
 
-# --- SLURM memory requests (measured per rule: workflow/profiles/README.md) ---
-# (input features, training pool, test set) per dataset; synthetic/single_point are small: their own sizes.
-_DATA_SHAPES = {
-    "digits": (64, 1797, 0),
-    "mnist": (784, 60000, 10000),
-    "cifar10": (3072, 50000, 10000),
-    "fashionmnist": (784, 60000, 10000),
-    "cifar100": (3072, 50000, 10000),
-    "svhn": (3072, 73257, 26032),
-}
-
-
-def setup_working_set_mb(setup):
-    """float64 working set of one setup's job, in MB: 8 bytes × (data (n_train + n_test) × d
-    + activations 10 × n_train × width × depth + Lanczos basis 220 × parameters)."""
-    s = config["setups"][setup]
-    d, pool, n_test = _DATA_SHAPES.get(s["dataset"]["name"], (100, 1000, 1000))
-    n = s["dataset"].get("n_train", pool)
-    width, depth = s["model"].get("width", 100), s["model"].get("depth", 2)
-    params = d * width + (depth - 1) * width * width + width * 10
-    return 8e-6 * ((n + n_test) * d + 10 * n * width * depth + 220 * params)
-
-
-def job_mem_mb(base_mb=1500):
-    """sbatch --mem of a rule's job: attempt × (base_mb + the setup's working set), rounded up to 100 MB.
-    base_mb covers Python with torch (≤ 1.1 GB peak RSS measured) and snakemake inside the job.
-    """
+# --- SLURM memory requests: normsharp.resources (measured per rule: workflow/profiles/README.md) ---
+def job_mem_mb(base_mb=resources.BASE_MB):
+    """sbatch --mem of a rule's job: attempt × (base_mb + the setup's working set), rounded up to 100 MB."""
 
     def mem_mb(wildcards, attempt):
         setup = wildcards.get("setup")
-        extra = setup_working_set_mb(setup) if setup else 0
-        return attempt * 100 * -(-(base_mb + extra) // 100)
+        return resources.job_mem_mb(
+            config["setups"][setup] if setup else None, attempt, base_mb
+        )
 
     return mem_mb
