@@ -3,10 +3,7 @@
 import copy
 import json
 import platform
-import re
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,58 +11,15 @@ import pytest
 import torch
 import yaml
 
+# SNAKEMAKE: test modules of other branches import it from here (conftest holds it now)
+from conftest import REPO, SNAKEMAKE, planned_jobs, reduced_config, snakemake  # noqa: F401
+
 import normsharp
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+# every test but the dry runs of bad configs reads the reduced quickstart the module's fixture runs: slow
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-REDUCED = {
-    "experiment": "mini",
-    "dtype": "float64",
-    "device": "cpu",
-    "setups": {
-        "a": {
-            "dataset": {"name": "digits", "n_train": 50},
-            "model": {"arch": "fcn", "width": 12, "depth": 2, "activation": "tanh"},
-            "loss": "mse",
-            "loss_threshold": 0.05,
-        },
-        "b": {
-            "dataset": {"name": "digits", "n_train": 40},
-            "model": {"arch": "fcn", "width": 8, "depth": 1, "activation": "tanh"},
-            "loss": "mse",
-            "loss_threshold": 0.05,
-            "eta": {"relative": [0.5, 2.0]},
-            "gf": {"test_every": 10},
-        },
-    },
-    "eta": {"relative": [0.5, 2.0, 40.0]},  # 40 η_c diverges
-    "gd": {"max_steps": 20000, "checkpoint_every": 500, "test_every": 100},
-    "gf": {"alpha": 1.0, "checkpoint_every": 1000},  # the defaults, written out
-    "geometry": {"top_k": 3, "trace_samples": 5},
-}
-
-
-def snakemake(workdir: Path, *args: str, config: dict | str | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI in ``workdir``; ``config`` (YAML text, or a dict written in its own key order, leaves inline as a
-    person writes them) becomes its config/config.yaml."""
-    if config is not None:
-        (workdir / "config").mkdir(exist_ok=True)
-        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
-        (workdir / "config" / "config.yaml").write_text(text)
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-
-
-def planned_jobs(workdir: Path, config: dict | str) -> dict[str, int]:
-    """Rule → count of the jobs a dry run schedules for ``config`` ({} when nothing is to be done)."""
-    out = snakemake(workdir, "-n", config=config)
-    assert out.returncode == 0, out.stderr
-    text = out.stdout + out.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[1].split("total")[0]
-    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M)}
+REDUCED = reduced_config("mini")
 
 
 @pytest.fixture(scope="module")
