@@ -16,8 +16,7 @@ from conftest import REPO, SNAKEMAKE, planned_jobs, reduced_config, snakemake  #
 
 import normsharp
 
-# every test but the dry runs of bad configs reads the reduced quickstart the module's fixture runs: slow
-pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+pytestmark = pytest.mark.workflow  # and slow: the tests that wait for the reduced quickstart (`finished`)
 
 REDUCED = reduced_config("mini")
 
@@ -30,6 +29,7 @@ def finished(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_runs_parquet_follows_the_contract(finished):
     runs = pd.read_parquet(finished / "results/mini/runs.parquet")
     contract = {
@@ -57,6 +57,7 @@ def test_runs_parquet_follows_the_contract(finished):
     assert (eos.sharpness < 0.8 * eos.s_gf).all()  # GD above η_c ends flatter than the flow ever was
 
 
+@pytest.mark.slow
 def test_gd_to_gf_gaps(finished):
     runs = pd.read_parquet(finished / "results/mini/runs.parquet")
     gf = runs[runs.method == "gf"].set_index(["setup", "seed"])
@@ -76,6 +77,7 @@ def test_gd_to_gf_gaps(finished):
     assert runs[runs.status == "diverged"][["dist_to_gf", "sharpness_gap_gf"]].isna().all().all()
 
 
+@pytest.mark.slow
 def test_runs_record_what_produced_them(finished):
     runs = pd.read_parquet(finished / "results/mini/runs.parquet")
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -90,6 +92,7 @@ def test_runs_record_what_produced_them(finished):
     assert result["git_commit"] == commit and result["dtype"] == "float64"
 
 
+@pytest.mark.slow
 def test_trajectories_parquet(finished):
     traj = pd.read_parquet(finished / "results/mini/trajectories.parquet")
     for column in ("setup", "seed", "method", "eta", "step", "time", "train_loss", "sharpness"):
@@ -99,6 +102,7 @@ def test_trajectories_parquet(finished):
     assert (first == 0).all()
 
 
+@pytest.mark.slow
 def test_test_loss_along_the_trajectory(finished):
     """gd.test_every = 100 (all setups), gf.test_every = 10 (setup b only): test loss exactly at those steps
     and at the end, NaN elsewhere; at the end it is evaluate_test's test loss of the end point."""
@@ -124,6 +128,7 @@ def test_test_loss_along_the_trajectory(finished):
     assert checked == 5  # a: GD 0.5, 2 η_c; b: GF, GD 0.5, 2 η_c
 
 
+@pytest.mark.slow
 def test_figures_and_report(finished):
     figures = finished / "results/mini/figures"
     for name in ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories",
@@ -136,11 +141,13 @@ def test_figures_and_report(finished):
     assert (finished / "report.html").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_logs_show_progress(finished):
     gd_log = next((finished / "results/mini/logs/train_gd/a/seed0").glob("*.log")).read_text()
     assert "step=0 " in gd_log and "sharpness=" in gd_log and "converged" not in gd_log.split("step=0")[0]
 
 
+@pytest.mark.slow
 def test_no_change_schedules_nothing(finished):
     assert planned_jobs(finished, REDUCED) == {}
 
@@ -185,11 +192,13 @@ def equivalent_configs() -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_equivalent_configs_schedule_nothing(finished):
     configs = equivalent_configs()
     assert {name: planned_jobs(finished, text) for name, text in configs.items()} == dict.fromkeys(configs, {})
 
 
+@pytest.mark.slow
 def test_adding_one_eta_schedules_only_its_jobs(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["setups"]["b"]["eta"]["relative"].append(1.0)
@@ -197,12 +206,14 @@ def test_adding_one_eta_schedules_only_its_jobs(finished):
         "train_gd": 1, "evaluate_geometry": 1, "evaluate_test": 1, "aggregate": 1, "figures": 1, "all": 1}
 
 
+@pytest.mark.slow
 def test_figure_option_schedules_only_figures(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["figures"] = {"dpi": 90}
     assert planned_jobs(finished, cfg) == {"figures": 1, "all": 1}
 
 
+@pytest.mark.slow
 def test_geometry_option_schedules_only_geometry_and_downstream(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["geometry"]["top_k"] = 2
@@ -210,6 +221,7 @@ def test_geometry_option_schedules_only_geometry_and_downstream(finished):
                                            "all": 1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", ["loss_threshold", "width"])
 def test_setup_edit_schedules_that_setup_alone(finished, edit):
     cfg = copy.deepcopy(REDUCED)
