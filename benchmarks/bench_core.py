@@ -17,10 +17,11 @@ shared machine hits them alike), and ratios are medians of per-round ratios.
    Hessian (``torch.autograd.functional.hessian`` + ``eigvalsh``) on the small model and against a second start
    vector on both. "m to 1e-6" is the smallest max_iter for which ``lanczos(max_iter=m, tol=0)`` (same start)
    is within 1e-6 relative of S (an oracle count: the best any stopping rule could do); beside it what the
-   library's own stopping rule (``tol`` = relative eigenvalue accuracy) costs at tol 1e-6/1e-4/1e-3, ARPACK ``eigsh`` (k=1, which='LM', the largest tol
-   of 1e-1, 1e-2, ... whose eigenvalue is within 1e-6; its matvecs counted) and ``power_iteration`` (the first
-   iteration whose Rayleigh quotient is within 1e-6). Warm start: along GD trajectories (``run_gd`` in
-   segments of 50 steps) each point is solved from the previous point's eigenvector.
+   library's own stopping rule (``tol`` = relative eigenvalue accuracy) costs at tol 1e-6/1e-4/1e-3, ARPACK
+   ``eigsh`` (k=1, which='LM', the largest tol of 1e-1, 1e-2, ... whose eigenvalue is within 1e-6; its matvecs
+   counted) and ``power_iteration`` (the first iteration whose Rayleigh quotient is within 1e-6). Warm start:
+   along GD trajectories (``run_gd`` in segments of 50 steps) each point is solved from the previous point's
+   eigenvector.
 3. One GD step as ``run_gd`` takes it (``in_place_gradient`` + θ −= ηg + float(loss)), and ``run_gd`` itself,
    against a bare forward+backward of the equivalent plain ``nn.Sequential`` (float64, same data and weights).
 
@@ -39,8 +40,8 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import scipy
@@ -266,7 +267,7 @@ def eigsh_count(hvp, dim: int, s: float, v0: torch.Tensor) -> tuple[int | None, 
         tol = 10.0 ** -j
         c = Counted(hvp)
         op = sla.LinearOperator((dim, dim), dtype=np.float64,
-                                matvec=lambda x: c(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)
+                                matvec=lambda x, c=c: c(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)
                                                                     .reshape(-1))).numpy())
         try:
             val = sla.eigsh(op, k=1, which="LM", tol=tol, v0=v0.numpy(), maxiter=10_000,
@@ -352,7 +353,7 @@ def bench_cold(size: str) -> float:
     n_p = oracle_power(h, obj.dim, s, None, cap)
     row(f"[{lab}] cold power_iteration, HVPs to {ACC:g}", fmt_n(n_p) if n_p else f"> {cap}")
     top = lanczos(h, obj.dim, k=3, tol=1e-10, max_iter=300).values.tolist()
-    log(f"2. cold {size}: S={s:.10g} top3={['%.5f' % x for x in top]} m={m} eigsh={n_e} power={n_p}")
+    log(f"2. cold {size}: S={s:.10g} top3={[f'{x:.5f}' for x in top]} m={m} eigsh={n_e} power={n_p}")
     DETAILS.append(f"Cold start, {lab}: top eigenvalues at θ₀ {', '.join(f'{x:.5f}' for x in top)} "
                    f"(λ₂/λ₁ = {top[1] / top[0]:.4f}).")
     return s
@@ -423,7 +424,8 @@ def bench_warm(s0: float) -> None:
                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for q in pts:
             lines.append(f"| {q['step']} | {q['loss']:.4g} | {q['s']:.5f} | {q['ratio']:.4f} | {q['overlap']:.6f} | "
-                         f"{fmt_n(q['m'])} | {fmt_n(q['m4'])} / {fmt_n(q['m3'])} | {q['lib6'][0]} / {q['lib6'][1]:.1e} | "
+                         f"{fmt_n(q['m'])} | {fmt_n(q['m4'])} / {fmt_n(q['m3'])} | "
+                         f"{q['lib6'][0]} / {q['lib6'][1]:.1e} | "
                          f"{q['lib4'][0]} / {q['lib4'][1]:.1e} | {fmt_n(q['eigsh'])} | "
                          f"{fmt_n(q['power']) if q['power'] else f'> {pcap}'} |")
         DETAILS.append("\n".join(lines))

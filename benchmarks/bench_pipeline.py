@@ -112,8 +112,9 @@ def import_cost() -> dict[str, tuple[float, float]]:
     bare = timed("pass")
     costs_torch = timed("import torch")
     # what Snakemake's preamble makes every script job import (unpickling its `snakemake` object)
+    preamble = timed("import pickle, snakemake.script\nfrom snakemake.logging import logger")
     costs = {"(python -c pass)": (bare, bare), TORCH: (costs_torch, costs_torch),
-             "(snakemake preamble)": (timed("import pickle, snakemake.script\nfrom snakemake.logging import logger"),) * 2}
+             "(snakemake preamble)": (preamble, preamble)}
     for script in sorted((ROOT / "workflow" / "scripts").glob("*.py")):
         if script.stem not in STAGE_IMPORTS:
             continue
@@ -150,7 +151,7 @@ def main() -> None:
     runs = pd.read_parquet(results / "quickstart" / "runs.parquet")
     per_rule = defaultdict(lambda: defaultdict(float))
     compute_by_job = {}
-    for jid, job in jobs.items():
+    for job in jobs.values():
         if job["rule"] == "all":
             continue
         outs = [Path(o) if Path(o).is_absolute() else ROOT / o for o in job["outputs"]]
@@ -265,8 +266,9 @@ def main() -> None:
     for rule, d in per_rule.items():
         lines.append(f"| {rule} | {int(d['jobs'])} | {d['duration']:.0f} | {d['start']:.1f} | {d['compute']:.1f} | "
                      f"{d['finish']:.1f} | {d['start'] / d['jobs']:.2f} |")
-    lines += ["", "Import cost in a fresh interpreter (median of 3): the script's own import lines, and those plus what its "
-              "stage imports when it runs (the whole start of a job's process is python + preamble + the latter):", "",
+    lines += ["", "Import cost in a fresh interpreter (median of 3): the script's own import lines, and those plus "
+              "what its stage imports when it runs (the whole start of a job's process is python + preamble + the "
+              "latter):", "",
               "| script | script imports (s) | with the stage's imports (s) |", "|---|---|---|",
               *(f"| {k} | {a:.2f} | {b:.2f} |" for k, (a, b) in imports.items())]
     text = "\n".join(lines)

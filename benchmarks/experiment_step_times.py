@@ -42,6 +42,11 @@ def gflop(fn) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def timed_calls(obj: NetObjective, theta: torch.Tensor, v: torch.Tensor):
+    """The two calls timed: L(θ) with ∇L(θ), and H(θ)v (the Hessian's set-up at θ included)."""
+    return (lambda: obj.loss_and_grad(theta)), (lambda: obj.hessian_at(theta)(v))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
@@ -60,10 +65,10 @@ def main() -> None:
         x = torch.randn(args.n, *shape, dtype=torch.float64)
         y = torch.nn.functional.one_hot(torch.arange(args.n) % 10, 10).double()
         obj = NetObjective(model, x, y, "mse")
-        theta, v = model.theta0, torch.randn_like(model.theta0)
-        grad = seconds(lambda: obj.loss_and_grad(theta), args.reps) * scale
-        hvp = seconds(lambda: obj.hessian_at(theta)(v), args.reps) * scale
-        flops = [gflop(lambda: obj.loss_and_grad(theta)) * scale, gflop(lambda: obj.hessian_at(theta)(v)) * scale]
+        gradient, hessian_vector = timed_calls(obj, model.theta0, torch.randn_like(model.theta0))
+        grad = seconds(gradient, args.reps) * scale
+        hvp = seconds(hessian_vector, args.reps) * scale
+        flops = [gflop(gradient) * scale, gflop(hessian_vector) * scale]
         print(f"{name:24s} {model.num_params:9d} {grad:9.3f} {hvp:9.3f} {flops[0]:9.1f} {flops[1]:9.1f}", flush=True)
 
 

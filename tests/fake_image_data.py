@@ -76,7 +76,8 @@ def write_fake_cifar100(root, n_train: int, n_test: int, seed: int = 3) -> Path:
 
 
 def write_fake_svhn(root, n_train: int, n_test: int, seed: int = 4) -> Path:
-    """SVHN: MATLAB files ``root/{train,test}_32x32.mat`` with X (32, 32, 3, N) uint8 and y (N, 1) in 1..10 (10 = digit 0)."""
+    """SVHN: MATLAB files ``root/{train,test}_32x32.mat`` with X (32, 32, 3, N) uint8 and y (N, 1) in 1..10
+    (10 = digit 0)."""
     from scipy.io import savemat
 
     Path(root).mkdir(parents=True, exist_ok=True)

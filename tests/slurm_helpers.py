@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from test_workflow import REPO, SNAKEMAKE
+from conftest import REPO, SNAKEMAKE
 
 SLURM_UP = REPO / ".ci" / "slurm-up.sh"
 SLURM_DOWN = REPO / ".ci" / "slurm-down.sh"
@@ -48,9 +47,9 @@ def _query_cluster(started_here: bool) -> SlurmCluster:
     return SlurmCluster(partition, int(node["CPUTot"]), int(node["RealMemory"]), started_here)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """A running single-node SLURM (``.ci/slurm-up.sh``); skips loudly if it cannot be brought up."""
+def running_cluster():
+    """Generator of conftest's ``slurm_cluster`` fixture: a running single-node SLURM (``.ci/slurm-up.sh``), stopped
+    after the yield if this call started it; skips loudly if it cannot be brought up."""
     try:
         proc = subprocess.run(["bash", str(SLURM_UP)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=900)

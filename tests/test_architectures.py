@@ -133,7 +133,8 @@ def test_seeded_and_init_scale():
 @pytest.mark.parametrize("spec, shape, match", [
     ({"arch": "vit", "patch_size": 3}, (1, 28, 28), r"model.patch_size \(3\) must divide the image side \(28×28\)"),
     ({"arch": "vit", "width": 10, "heads": 4}, (1, 8, 8), "model.heads"),
-    ({"arch": "cnn", "parametrization": "muP"}, (1, 8, 8), "model.parametrization is 'muP'; allowed: 'standard', 'ntk', 'mup'"),
+    ({"arch": "cnn", "parametrization": "muP"}, (1, 8, 8),
+     "model.parametrization is 'muP'; allowed: 'standard', 'ntk', 'mup'"),
     ({"arch": "resnet", "parametrization": "sp"}, (1, 8, 8), "model.parametrization"),
     ({"arch": "resnet", "norm": "layernorm"}, (1, 8, 8), "model.norm is 'layernorm'; allowed: 'none', 'batchnorm'"),
     ({"arch": "vit", "pool": "max"}, (1, 8, 8), "model.pool"),

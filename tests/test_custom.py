@@ -4,34 +4,34 @@ stopping with a message that names the config key, without a traceback."""
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import REPO, snakemake
 
 from normsharp.custom import check_full_batch
 from normsharp.data import load_data
 from normsharp.errors import ConfigError
 from normsharp.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
 USER_CODE = '''
 import numpy as np, torch
 from torch import nn
 
 def mlp(input_shape, output_dim, generator, width=8):
-    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), width), nn.Tanh(), nn.Linear(width, output_dim))
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), width), nn.Tanh(),
+                         nn.Linear(width, output_dim))
 
 def with_dropout(input_shape, output_dim, generator):
-    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 4), nn.Dropout(0.5), nn.Linear(4, output_dim))
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 4), nn.Dropout(0.5),
+                         nn.Linear(4, output_dim))
 
 def with_batchnorm(input_shape, output_dim, generator):
-    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 4), nn.BatchNorm1d(4), nn.Linear(4, output_dim))
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 4), nn.BatchNorm1d(4),
+                         nn.Linear(4, output_dim))
 
 class Noisy(nn.Module):
     def __init__(self, d, k):
@@ -213,12 +213,13 @@ def example(tmp_path_factory):
     shutil.copytree(REPO / "examples", workdir / "examples", ignore=shutil.ignore_patterns("*.npz", "__pycache__"))
     made = run([sys.executable, "examples/custom/tinynet.py"], workdir)
     assert made.returncode == 0, made.stderr
-    out = run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile",
-               "examples/custom/config.yaml"], workdir)
+    out = snakemake(workdir, "--configfile", "examples/custom/config.yaml", timeout=1200)
     assert out.returncode == 0, out.stderr[-4000:]
     return workdir
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_the_worked_example_runs_end_to_end(example):
     runs = pd.read_parquet(example / "results/custom-example/runs.parquet")
     assert set(runs.setup) == {"spirals-resmlp", "teacher-resmlp"} and set(runs.arch) == {"custom"}
@@ -231,17 +232,21 @@ def test_the_worked_example_runs_end_to_end(example):
     assert (example / "results/custom-example/figures/sharpness_vs_eta.png").stat().st_size > 1000
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_bad_inputs_through_the_cli_name_the_key_without_a_traceback(example):
     config = yaml.safe_load((example / "examples/custom/config.yaml").read_text())
     setup = config["setups"]["spirals-resmlp"]
     cases = [
-        ({"dataset": {**setup["dataset"], "path": "missing.npz"}}, "setups.spirals-resmlp.dataset.path: 'missing.npz' does not exist"),
-        ({"model": {**setup["model"], "factory": "examples.custom.nope:build"}}, "model.factory: module 'examples.custom.nope' is not importable"),
+        ({"dataset": {**setup["dataset"], "path": "missing.npz"}},
+         "setups.spirals-resmlp.dataset.path: 'missing.npz' does not exist"),
+        ({"model": {**setup["model"], "factory": "examples.custom.nope:build"}},
+         "model.factory: module 'examples.custom.nope' is not importable"),
         ({"dataset": {**setup["dataset"], "n_train": 601}}, "dataset.n_train=601 but 'npz' has 600 training examples"),
     ]
     for i, (change, message) in enumerate(cases):
         bad = {**config, "experiment": f"bad{i}", "setups": {"spirals-resmlp": {**setup, **change}}}
         (example / f"bad{i}.yaml").write_text(yaml.safe_dump(bad))
-        out = run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--cores", "1", "--configfile", f"bad{i}.yaml"], example)
+        out = snakemake(example, "--configfile", f"bad{i}.yaml", cores=1, timeout=1200)
         assert out.returncode != 0 and message in out.stderr, out.stderr[-3000:]
         assert "Traceback" not in out.stderr

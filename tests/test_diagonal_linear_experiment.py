@@ -2,20 +2,15 @@
 the snakemake CLI, its end points checked against normsharp.theory, and the shipped config's DAG."""
 
 import copy
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, TEST_CONFIGS, job_counts, reduced_config, snakemake
 
 from normsharp import theory
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 CONFIG = REPO / "config/experiments/diagonal-linear.yaml"
 SHIPPED = yaml.safe_load(CONFIG.read_text())
 RELATIVE = [0.5, 1.25, 1.8]  # flow-aligned, near η* = 2/S(β_G) ≈ 1.29 η_c, near the largest stable η
@@ -33,16 +28,14 @@ def reduced() -> dict:
     return cfg
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+def test_the_reduced_config_file_is_the_shipped_experiment_reduced():
+    assert reduced_config("dln-mini") == reduced()
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dln")
-    (workdir / "dln.yaml").write_text(yaml.safe_dump(reduced(), allow_unicode=True))
-    out = snakemake(workdir, "--configfile", str(workdir / "dln.yaml"))
+    out = snakemake(workdir, "--configfile", str(TEST_CONFIGS / "dln-mini.yaml"))
     assert out.returncode == 0, out.stderr[-4000:]
     return workdir
 
@@ -52,6 +45,8 @@ def runs(finished):
     return pd.read_parquet(finished / "results/dln-mini/runs.parquet")
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_gd_end_points_are_on_the_zero_loss_set(runs):
     inst = theory.INSTANCES["d2"]
     eps = SHIPPED["setups"]["d2"]["loss_threshold"]
@@ -66,6 +61,8 @@ def test_gd_end_points_are_on_the_zero_loss_set(runs):
         assert 2 * row.test_loss == pytest.approx(row.gen_error, rel=0.15)
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_sharpness_sits_at_two_over_eta_beyond_eta_c(runs):
     gd, gf = runs[runs.method == "gd"], runs[runs.method == "gf"].iloc[0]
     # gradient flow ends at the closed-form limit of the flow from w₀ = α·1
@@ -78,6 +75,8 @@ def test_sharpness_sits_at_two_over_eta_beyond_eta_c(runs):
             assert row.sharpness == pytest.approx(gf.sharpness, rel=0.02)  # flow-aligned: the flow's S
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_generalisation_is_best_strictly_inside_the_eta_range(runs):
     gd = runs[runs.method == "gd"].sort_values("eta")
     assert list(gd.eta_over_eta_c.round(12)) == RELATIVE
@@ -91,6 +90,8 @@ def test_generalisation_is_best_strictly_inside_the_eta_range(runs):
     assert abs(b1[0] - m.norm.beta[0]) < 0.05 and abs(b1[-1] - m.sharpness.beta[0]) < 0.05
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_diagonal_figures_exist(finished):
     figures = finished / "results/dln-mini/figures"
     names = ["sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories",
@@ -100,14 +101,14 @@ def test_diagonal_figures_exist(finished):
             assert (figures / f"{name}.{ext}").stat().st_size > 1000, name
 
 
+@pytest.mark.workflow
 def test_shipped_config_plans_its_own_setups_only(tmp_path):
     """The documented command: --configfile replaces the quickstart config instead of extending it."""
     out = snakemake(tmp_path, "-n", "--configfile", str(CONFIG))
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
     assert "digits" not in text and "results/diagonal-linear/d5/data.pt" in text
-    table = text.split("Job stats:")[1].split("total")[0]
-    jobs = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M)}
+    jobs = job_counts(text)
     n_eta = len(SHIPPED["eta"]["relative"]) + len(SHIPPED["setups"]["d5"]["eta"]["relative"])
     assert jobs["train_gd"] == n_eta and jobs["gradient_flow"] == 2 and jobs["figures"] == 1
 

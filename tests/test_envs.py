@@ -50,7 +50,8 @@ def env_file(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 LOCK = exact_pins(line for line in (REPO / "requirements.lock").read_text().splitlines()
                   if line.strip() and not line.startswith("#"))
 DIRECT = [Requirement(r) for r in PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["test"]]
-PINNED = {canonicalize_name(r.name): LOCK.get(canonicalize_name(r.name)) for r in map(Requirement, PYPROJECT["dependencies"])}
+PINNED = {canonicalize_name(r.name): LOCK.get(canonicalize_name(r.name))
+          for r in map(Requirement, PYPROJECT["dependencies"])}
 
 
 @pytest.mark.parametrize("req", DIRECT, ids=str)
@@ -81,7 +82,8 @@ def test_every_job_dependency_is_in_an_env():
 
 
 def test_analysis_env_covers_what_its_scripts_import():
-    """aggregate and figures import normsharp.stages and normsharp.plots: every pinned package they load is in the env."""
+    """aggregate and figures import normsharp.stages and normsharp.plots: every pinned package they load is in
+    the env."""
     code = ("import sys, normsharp.stages, normsharp.plots; "
             "print(' '.join(m for m in sys.modules if '.' not in m))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -2,7 +2,6 @@
 on CPU through the snakemake CLI on tiny MNIST/CIFAR-10 stand-ins in torchvision's on-disk formats."""
 
 import copy
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +10,15 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, job_counts, snakemake
 from fake_image_data import write_fake_cifar10, write_fake_mnist
 
 from normsharp.plots import sharpness_vs_eta
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]  # nine dry runs in one process; a reduced sweep
 # The paper's eight network studies; diagonal-linear.yaml (one deterministic init, closed forms) has its own
 # end-to-end test in test_diagonal_linear_experiment.py.
 EXPERIMENTS = sorted(p for p in (REPO / "config" / "experiments").glob("*.yaml") if p.stem != "diagonal-linear")
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 # One process dry-runs every config: snakemake's start-up (plugin discovery) is paid once, not per config.
 DRY_RUNS = """
@@ -44,11 +43,6 @@ def dry_runs(workdir: Path, arg_lists: list[list[str]]) -> list[tuple[int, str]]
     results = [(int(end.split()[1]), text) for text, end in zip(sections[0::2], sections[1::2])]
     assert len(results) == len(arg_lists), out.stdout[-3000:]
     return results
-
-
-def job_counts(text: str) -> dict[str, int]:
-    table = text.split("Job stats:")[1].split("total")[0]
-    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M)}
 
 
 def test_the_eight_experiment_configs_validate_and_build_their_dags(tmp_path):
@@ -108,8 +102,7 @@ def reduced_run(tmp_path_factory):
     write_fake_cifar10(workdir / "data", 40, 10)
     cfg = reduced_architectures(workdir / "data")
     (workdir / "reduced.yaml").write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-                          "--configfile", str(workdir / "reduced.yaml")], capture_output=True, text=True, timeout=600)
+    out = snakemake(workdir, "--configfile", str(workdir / "reduced.yaml"), timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     return workdir
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from test_workflow import REDUCED, planned_jobs, snakemake
+from conftest import planned_jobs, reduced_config, snakemake
 
 from normsharp.stages import refine_eta, transition_bracket, write_json
 
@@ -65,6 +65,7 @@ def test_test_minimum_adds_one_point_on_each_side(tmp_path):
     assert got["added"] == mid  # the bracket's midpoint is also the left neighbour's: added once
 
 
+REDUCED = reduced_config("mini")
 REFINED = copy.deepcopy(REDUCED)
 REFINED["setups"] = {"a": REDUCED["setups"]["a"]}
 REFINED["eta"] = {"relative": [0.5, 0.8, 1.25, 2.0], "refine": {"rounds": 1, "points": 2, "width": 0.02}}
@@ -78,6 +79,8 @@ def refined(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_refined_runs_are_run_and_aggregated(refined):
     got = json.loads((refined / "results/mini/a/seed0/refine/round1.json").read_text())
     lo, hi = got["bracket"]
@@ -90,10 +93,14 @@ def test_refined_runs_are_run_and_aggregated(refined):
     assert lo <= transition <= hi  # the observed transition lies in the bracket refined
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_rerun_with_nothing_changed_plans_nothing(refined):
     assert planned_jobs(refined, REFINED) == {}
 
 
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_another_round_shows_its_added_eta_in_a_dry_run(refined):
     cfg = copy.deepcopy(REFINED)
     cfg["eta"]["refine"]["rounds"] = 2

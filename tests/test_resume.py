@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 import yaml
+from conftest import REPO, SNAKEMAKE
 
-from test_workflow import REPO, SNAKEMAKE
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 CONFIG = {
     "experiment": "kill",
@@ -74,7 +76,7 @@ def outputs(workdir: Path) -> dict:
 def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(CONFIG))
-    for rule, run_dir in RUNS.items():  # GF is killed in the first workflow run, GD in the second
+    for run_dir in RUNS.values():  # GF is killed in the first workflow run, GD in the second
         kill_when_checkpointed(tmp_path, run_dir)
         run(tmp_path, "--unlock")
     run(tmp_path, TARGET)  # --rerun-incomplete (default profile) reruns the killed GD job

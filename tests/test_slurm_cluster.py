@@ -17,21 +17,11 @@ import time
 import pandas as pd
 import pytest
 import yaml
-
-from slurm_helpers import (  # noqa: F401  (slurm_cluster is a fixture)
-    SLURM_PROFILE,
-    SLURM_UP,
-    jobs_in,
-    profile_config,
-    run_snakemake_slurm,
-    scontrol,
-    slurm_cluster,
-    user_profile,
-)
-from test_workflow import REDUCED, REPO, SNAKEMAKE
+from conftest import REPO, SNAKEMAKE, reduced_config
+from slurm_helpers import SLURM_PROFILE, SLURM_UP, jobs_in, profile_config, run_snakemake_slurm, scontrol, user_profile
 
 # One setup of the workflow test, one η above η_c: the GF reference and one GD run.
-SMALL = {**copy.deepcopy(REDUCED), "experiment": "slurm", "eta": {"relative": [2.0]}}
+SMALL = {**reduced_config("mini"), "experiment": "slurm", "eta": {"relative": [2.0]}}
 SMALL["setups"] = {"b": {k: v for k, v in SMALL["setups"]["b"].items() if k != "eta"}}
 TARGET = "results/slurm/runs.parquet"
 
@@ -50,6 +40,7 @@ def _write_config(workdir, config):
 
 
 @pytest.mark.parametrize("profile", ["default", "slurm"])
+@pytest.mark.workflow
 def test_profile_dry_run(tmp_path, profile):
     """Both profiles are accepted, and every rule the SLURM profile names exists in the workflow."""
     _write_config(tmp_path, SMALL)
@@ -62,6 +53,7 @@ def test_profile_dry_run(tmp_path, profile):
     assert set(cfg["set-resources"]) | set(cfg["groups"]) <= set(rules), rules
 
 
+@pytest.mark.slurm
 def test_slurm_up_rerun_is_noop(slurm_cluster):
     out = subprocess.run(["bash", str(SLURM_UP)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                          timeout=300)
@@ -89,6 +81,9 @@ def run_controller_job(cluster, workdir, *targets, timeout=1200):
     return scontrol("job", head)[0], log.read_text() if log.exists() else ""
 
 
+@pytest.mark.slurm
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_quickstart_through_controller_job_equals_local_run(slurm_cluster, tmp_path):
     """The shipped profile (account and partition edited) run by run-controller.sbatch, i.e. snakemake as a 1-CPU
     SLURM job submitting the pipeline's jobs, on the 2-CPU test node: every job completes, results as local."""
@@ -163,6 +158,9 @@ rule evaluate_test:
 '''
 
 
+@pytest.mark.slurm
+@pytest.mark.workflow
+@pytest.mark.slow
 def test_retry_gets_longer_runtime_and_evaluations_share_one_job(slurm_cluster, tmp_path):
     snakefile = tmp_path / "Snakefile"
     snakefile.write_text(RETRY_SNAKEFILE)
@@ -184,6 +182,8 @@ def test_retry_gets_longer_runtime_and_evaluations_share_one_job(slurm_cluster, 
     assert eval_ids.pop() not in ("", second)
 
 
+@pytest.mark.slurm
+@pytest.mark.workflow
 def test_job_no_node_can_run_stops_before_submission(slurm_cluster, tmp_path):
     """A setup too large for every node: the run stops at once, naming rule, request, offer and key."""
     big = copy.deepcopy(SMALL)

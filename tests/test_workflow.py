@@ -3,10 +3,7 @@
 import copy
 import json
 import platform
-import re
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,58 +11,14 @@ import pytest
 import torch
 import yaml
 
+# SNAKEMAKE: test modules of other branches import it from here (conftest holds it now)
+from conftest import REPO, SNAKEMAKE, planned_jobs, reduced_config, snakemake  # noqa: F401
+
 import normsharp
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+pytestmark = pytest.mark.workflow  # and slow: the tests that wait for the reduced quickstart (`finished`)
 
-REDUCED = {
-    "experiment": "mini",
-    "dtype": "float64",
-    "device": "cpu",
-    "setups": {
-        "a": {
-            "dataset": {"name": "digits", "n_train": 50},
-            "model": {"arch": "fcn", "width": 12, "depth": 2, "activation": "tanh"},
-            "loss": "mse",
-            "loss_threshold": 0.05,
-        },
-        "b": {
-            "dataset": {"name": "digits", "n_train": 40},
-            "model": {"arch": "fcn", "width": 8, "depth": 1, "activation": "tanh"},
-            "loss": "mse",
-            "loss_threshold": 0.05,
-            "eta": {"relative": [0.5, 2.0]},
-            "gf": {"test_every": 10},
-        },
-    },
-    "eta": {"relative": [0.5, 2.0, 40.0]},  # 40 η_c diverges
-    "gd": {"max_steps": 20000, "checkpoint_every": 500, "test_every": 100},
-    "gf": {"alpha": 1.0, "checkpoint_every": 1000},  # the defaults, written out
-    "geometry": {"top_k": 3, "trace_samples": 5},
-}
-
-
-def snakemake(workdir: Path, *args: str, config: dict | str | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI in ``workdir``; ``config`` (YAML text, or a dict written in its own key order, leaves inline as a
-    person writes them) becomes its config/config.yaml."""
-    if config is not None:
-        (workdir / "config").mkdir(exist_ok=True)
-        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
-        (workdir / "config" / "config.yaml").write_text(text)
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-
-
-def planned_jobs(workdir: Path, config: dict | str) -> dict[str, int]:
-    """Rule → count of the jobs a dry run schedules for ``config`` ({} when nothing is to be done)."""
-    out = snakemake(workdir, "-n", config=config)
-    assert out.returncode == 0, out.stderr
-    text = out.stdout + out.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[1].split("total")[0]
-    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M)}
+REDUCED = reduced_config("mini")
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +29,7 @@ def finished(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_runs_parquet_follows_the_contract(finished):
     runs = pd.read_parquet(finished / "results/mini/runs.parquet")
     contract = {
@@ -103,6 +57,7 @@ def test_runs_parquet_follows_the_contract(finished):
     assert (eos.sharpness < 0.8 * eos.s_gf).all()  # GD above η_c ends flatter than the flow ever was
 
 
+@pytest.mark.slow
 def test_gd_to_gf_gaps(finished):
     runs = pd.read_parquet(finished / "results/mini/runs.parquet")
     gf = runs[runs.method == "gf"].set_index(["setup", "seed"])
@@ -122,6 +77,7 @@ def test_gd_to_gf_gaps(finished):
     assert runs[runs.status == "diverged"][["dist_to_gf", "sharpness_gap_gf"]].isna().all().all()
 
 
+@pytest.mark.slow
 def test_runs_record_what_produced_them(finished):
     runs = pd.read_parquet(finished / "results/mini/runs.parquet")
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -136,6 +92,7 @@ def test_runs_record_what_produced_them(finished):
     assert result["git_commit"] == commit and result["dtype"] == "float64"
 
 
+@pytest.mark.slow
 def test_trajectories_parquet(finished):
     traj = pd.read_parquet(finished / "results/mini/trajectories.parquet")
     for column in ("setup", "seed", "method", "eta", "step", "time", "train_loss", "sharpness"):
@@ -145,6 +102,7 @@ def test_trajectories_parquet(finished):
     assert (first == 0).all()
 
 
+@pytest.mark.slow
 def test_test_loss_along_the_trajectory(finished):
     """gd.test_every = 100 (all setups), gf.test_every = 10 (setup b only): test loss exactly at those steps
     and at the end, NaN elsewhere; at the end it is evaluate_test's test loss of the end point."""
@@ -170,6 +128,7 @@ def test_test_loss_along_the_trajectory(finished):
     assert checked == 5  # a: GD 0.5, 2 η_c; b: GF, GD 0.5, 2 η_c
 
 
+@pytest.mark.slow
 def test_figures_and_report(finished):
     figures = finished / "results/mini/figures"
     for name in ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories",
@@ -182,11 +141,13 @@ def test_figures_and_report(finished):
     assert (finished / "report.html").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_logs_show_progress(finished):
     gd_log = next((finished / "results/mini/logs/train_gd/a/seed0").glob("*.log")).read_text()
     assert "step=0 " in gd_log and "sharpness=" in gd_log and "converged" not in gd_log.split("step=0")[0]
 
 
+@pytest.mark.slow
 def test_no_change_schedules_nothing(finished):
     assert planned_jobs(finished, REDUCED) == {}
 
@@ -231,11 +192,13 @@ def equivalent_configs() -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_equivalent_configs_schedule_nothing(finished):
     configs = equivalent_configs()
     assert {name: planned_jobs(finished, text) for name, text in configs.items()} == dict.fromkeys(configs, {})
 
 
+@pytest.mark.slow
 def test_adding_one_eta_schedules_only_its_jobs(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["setups"]["b"]["eta"]["relative"].append(1.0)
@@ -243,12 +206,14 @@ def test_adding_one_eta_schedules_only_its_jobs(finished):
         "train_gd": 1, "evaluate_geometry": 1, "evaluate_test": 1, "aggregate": 1, "figures": 1, "all": 1}
 
 
+@pytest.mark.slow
 def test_figure_option_schedules_only_figures(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["figures"] = {"dpi": 90}
     assert planned_jobs(finished, cfg) == {"figures": 1, "all": 1}
 
 
+@pytest.mark.slow
 def test_geometry_option_schedules_only_geometry_and_downstream(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["geometry"]["top_k"] = 2
@@ -256,6 +221,7 @@ def test_geometry_option_schedules_only_geometry_and_downstream(finished):
                                            "all": 1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit", ["loss_threshold", "width"])
 def test_setup_edit_schedules_that_setup_alone(finished, edit):
     cfg = copy.deepcopy(REDUCED)

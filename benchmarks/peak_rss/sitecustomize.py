@@ -16,7 +16,8 @@ _T0 = time.time()
 
 
 def _record():
-    line = {"pid": os.getpid(), "argv": sys.argv[:40], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    line = {"pid": os.getpid(), "argv": sys.argv[:40], "peak_rss_mb": peak_rss_mb,
             "wall_s": time.time() - _T0, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
     with open(_LOG, "a") as fh:
         fh.write(json.dumps(line) + "\n")

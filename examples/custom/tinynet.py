@@ -1,7 +1,8 @@
 """A user's own model and data for normsharp, as a small worked example.
 
 - ``build``: the model factory (config ``model: {arch: custom, factory: "examples.custom.tinynet:build"}``).
-- ``teacher_data``: a data factory (config ``dataset: {name: custom, factory: "examples.custom.tinynet:teacher_data"}``).
+- ``teacher_data``: a data factory
+  (config ``dataset: {name: custom, factory: "examples.custom.tinynet:teacher_data"}``).
 - ``python examples/custom/tinynet.py`` writes ``examples/custom/spirals.npz`` (config ``dataset: {name: npz}``).
 """
 
