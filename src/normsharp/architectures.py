@@ -90,7 +90,8 @@ class DiagonalLinear(nn.Module):
         self.depth = depth
         self.variant = variant
         self.u = nn.Parameter(torch.full((in_dim,), float(init_scale), dtype=torch.float64))
-        self.v = nn.Parameter(torch.full((in_dim,), float(init_scale), dtype=torch.float64)) if variant == "uv" else None
+        uv = variant == "uv"
+        self.v = nn.Parameter(torch.full((in_dim,), float(init_scale), dtype=torch.float64)) if uv else None
 
     def beta(self) -> torch.Tensor:
         return self.u**self.depth - self.v**self.depth if self.v is not None else self.u**self.depth
@@ -293,7 +294,8 @@ class ViT(nn.Module):
         """(N, C, H, W) → (N, H/p · W/p, C·p·p), row-major over patches."""
         n, c, h, w = x.shape
         p = self.patch
-        return x.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(n, (h // p) * (w // p), c * p * p)
+        patches = x.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+        return patches.reshape(n, (h // p) * (w // p), c * p * p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.embed(self.patches(x)) + self.pos()

@@ -1,4 +1,5 @@
-"""The data containers every layer passes around: raw arrays (:class:`RawSplit`) and model-ready tensors (:class:`Data`).
+"""The data containers every layer passes around: raw arrays (:class:`RawSplit`) and model-ready tensors
+(:class:`Data`).
 
 A leaf module: it imports neither torch nor any other module of the package, so numpy-only code
 (:mod:`normsharp.theory`, the loaders) can build a :class:`RawSplit` without loading torch.

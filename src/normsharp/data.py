@@ -149,7 +149,8 @@ def load_data(spec: dict, loss: str, dtype: torch.dtype = torch.float64, device:
     idx = select_train_indices(labels, n_train, spec.get("subset", "first"), raw.num_classes)
     x_train, t_train = raw.x_train[idx], raw.t_train[idx]
     n_test = spec.get("n_test")
-    x_test, t_test = (raw.x_test, raw.t_test) if n_test is None else (raw.x_test[: int(n_test)], raw.t_test[: int(n_test)])
+    keep = slice(None) if n_test is None else slice(int(n_test))
+    x_test, t_test = raw.x_test[keep], raw.t_test[keep]
     x_train, x_test = x_train.astype(np.float64), x_test.astype(np.float64)
     if spec.get("standardise", True):
         x_train, x_test = standardise(x_train, x_test)

@@ -14,8 +14,8 @@ eigenvector while λ₂ ≈ λ₁ (the Edge of Stability) can still end on λ₂
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -120,9 +120,10 @@ def power_iteration(matvec: MatVec, dim: int, *, tol: float = 1e-4, max_iter: in
                     v0: torch.Tensor | None = None, seed: int = 0, dtype=torch.float64, device="cpu") -> EigResult:
     """Plain power iteration for the eigenvalue of largest magnitude (a baseline for Lanczos)."""
     v = _start_vector(dim, v0, seed, dtype, device)
-    lam, res = 0.0, float("inf")
-    for n in range(1, max_iter + 1):
+    lam, res, n = 0.0, float("inf"), 0
+    while n < max_iter:
         hv = matvec(v)
+        n += 1
         lam = float(v @ hv)
         res = float((hv - lam * v).norm()) / max(abs(lam), 1e-300)
         if res <= tol:

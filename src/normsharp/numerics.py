@@ -11,7 +11,8 @@ from .errors import ConfigError
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-def setup_numerics(device: str = "auto", dtype: str = "float64", threads: int | None = None) -> tuple[torch.device, torch.dtype]:
+def setup_numerics(device: str = "auto", dtype: str = "float64",
+                   threads: int | None = None) -> tuple[torch.device, torch.dtype]:
     """Resolve ``device`` ('auto' → cuda when present, else cpu) and ``dtype``; TF32 off; deterministic kernels."""
     if dtype not in DTYPES:
         raise ConfigError(f"dtype is {dtype!r}; allowed: {sorted(DTYPES)}")

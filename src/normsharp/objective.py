@@ -9,7 +9,8 @@ L(θ) = ½ θᵀAθ − bᵀθ, used as an exact reference.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
