@@ -3,8 +3,17 @@
 import pytest
 
 from normsharp.slurm import (
-    Node, Submission, cores_problem, gpu_count, keys_to_change, minutes, no_node_problem, parse_sinfo,
-    pending_report, request, submission_problem,
+    Node,
+    Submission,
+    cores_problem,
+    gpu_count,
+    keys_to_change,
+    minutes,
+    no_node_problem,
+    parse_sinfo,
+    pending_report,
+    request,
+    submission_problem,
 )
 
 # `sinfo -h -N -p PART -o '%c|%m|%G|%l'` of a partition with three node types (memory in MB, + when it varies)

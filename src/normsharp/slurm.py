@@ -63,7 +63,7 @@ def parse_sinfo(text: str) -> list[Node]:
 def partition_nodes(partition: str) -> list[Node]:
     """The nodes of ``partition`` as ``sinfo`` reports them now ([] when it has none or does not exist)."""
     out = subprocess.run(["sinfo", "-h", "-N", "-p", partition, "-o", SINFO_FORMAT],
-                         capture_output=True, text=True, timeout=60)
+                         check=False, capture_output=True, text=True, timeout=60)
     return parse_sinfo(out.stdout)
 
 

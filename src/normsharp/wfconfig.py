@@ -44,11 +44,10 @@ def schema_numbers(value, schema, root_schema):
         return value
     types = schema.get("type", [])
     types = {types} if isinstance(types, str) else set(types)
-    if isinstance(value, str) and types & {"number", "integer"}:
-        if NUMERIC.fullmatch(value.strip()):
-            number = float(value)
-            if "number" in types or number.is_integer():
-                value = number
+    if isinstance(value, str) and types & {"number", "integer"} and NUMERIC.fullmatch(value.strip()):
+        number = float(value)
+        if "number" in types or number.is_integer():
+            value = number
     if isinstance(value, float) and "integer" in types and value.is_integer():
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool) and "number" in types:
@@ -100,6 +99,7 @@ def gd_runs(eta: dict) -> list[str]:
 
 
 def eta_spec(run: str) -> dict:
-    """The η of a GD run name: ``r2.0`` → ``{"relative": 2.0}`` (η = 2 η_c), ``a0.01`` → ``{"absolute": 0.01}``."""
+    """The η of a GD run name: ``r2.0`` → ``{"relative": 2.0}`` (η = 2 η_c), ``a0.01`` → ``{"absolute": 0.01}``
+    (the inverse of :func:`gd_runs`)."""
     value = float(run[1:])
     return {"relative": value} if run[0] == "r" else {"absolute": value}
