@@ -1,7 +1,6 @@
 # Config inheritance and validation, paths, the η grid, and each job's own slice of the config.
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -17,74 +16,21 @@ sys.path.insert(0, _paths[0])
 from normsharp import resources
 from normsharp.registry import DIAGONAL_FIGURES, DOWNLOADABLE, FIGURES
 
-# Canonical settings. Snakemake's params trigger compares the repr of each param, so a config that means the
-# same but is spelled otherwise (keys in another order, 1e-3 for 0.001, 1 for 1.0, a default written out) would
-# rerun finished jobs. So numbers take one form where the schema types them, validate fills the defaults, every
-# mapping of the config gets sorted keys, and input functions that build a dict return it through canonical().
-_NUMERIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-_SCHEMA = yaml.safe_load(
-    (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
+# The config's canonical form and the run names of an η grid (pure functions, no Snakemake).
+from normsharp import wfconfig
+from normsharp.wfconfig import canonical, prepare_config
+
+# Canonical settings (normsharp.wfconfig): a config that means the same but is spelled otherwise (keys in
+# another order, 1e-3 for 0.001, 1 for 1.0, a default written out) must not rerun finished jobs. Setups inherit
+# eta/gd/gf, numbers take the schema's form, validate fills the defaults, every mapping gets sorted keys; input
+# functions that build a dict return it through canonical().
+prepare_config(
+    config,
+    yaml.safe_load(
+        (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
+    ),
+    lambda c: validate(c, "../schemas/config.schema.yaml"),
 )
-
-
-def canonical(value):
-    """A copy of ``value`` with the keys of every mapping sorted, at every depth."""
-    if isinstance(value, dict):
-        return {k: canonical(value[k]) for k in sorted(value, key=str)}
-    if isinstance(value, (list, tuple)):
-        return [canonical(v) for v in value]
-    return value
-
-
-def schema_numbers(value, schema):
-    """``value`` with what the schema types ``number`` as a float and ``integer`` as an int.
-
-    A numeric string counts as a number there (PyYAML reads ``1e-3``, without a dot, as a string); anything
-    else is left as it is, for validate to reject with its message."""
-    while isinstance(schema, dict) and "$ref" in schema:
-        target = _SCHEMA
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        schema = target
-    if not isinstance(schema, dict):
-        return value
-    types = schema.get("type", [])
-    types = {types} if isinstance(types, str) else set(types)
-    if isinstance(value, str) and types & {"number", "integer"}:
-        if _NUMERIC.fullmatch(value.strip()):
-            number = float(value)
-            if "number" in types or number.is_integer():
-                value = number
-    if isinstance(value, float) and "integer" in types and value.is_integer():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and "number" in types:
-        return value if "integer" in types else float(value)
-    if isinstance(value, dict):
-        extra = schema.get("additionalProperties")
-        for key in value:
-            sub = schema.get("properties", {}).get(key, extra)
-            value[key] = schema_numbers(value[key], sub)
-    elif isinstance(value, list) and "items" in schema:
-        value[:] = [schema_numbers(v, schema["items"]) for v in value]
-    return value
-
-
-# A setup inherits the experiment's eta/gd/gf and overrides single keys; defaults are filled afterwards.
-# Values of the wrong type are left as they are, for validate to name.
-_setups = config.get("setups")
-for _setup in _setups.values() if isinstance(_setups, dict) else ():
-    if isinstance(_setup, dict):
-        _setup.setdefault("eta", config.get("eta"))
-        for _key in ("gd", "gf"):
-            _top, _own = config.get(_key) or {}, _setup.get(_key) or {}
-            if isinstance(_top, dict) and isinstance(_own, dict):
-                _setup[_key] = {**_top, **_own}
-schema_numbers(config, _SCHEMA)
-validate(config, "../schemas/config.schema.yaml")
-# Numbers again (the defaults validate filled in), then sorted keys everywhere, in place.
-_canonical = canonical(schema_numbers(config, _SCHEMA))
-config.clear()
-config.update(_canonical)
 
 R = f"{config['results_dir']}/{config['experiment']}"
 RUN = f"{R}/{{setup}}/seed{{seed}}/{{run}}"
@@ -119,15 +65,11 @@ def setup_of(wildcards):
 
 def gd_runs(setup):
     """Run names of a setup's GD sweep, by increasing η: r<multiple of η_c>, then a<absolute η>."""
-    grid = config["setups"][setup]["eta"]
-    names = [f"r{r!r}" for r in sorted(set(map(float, grid.get("relative", []))))]
-    names += [f"a{a!r}" for a in sorted(set(map(float, grid.get("absolute", []))))]
-    return names
+    return wfconfig.gd_runs(config["setups"][setup]["eta"])
 
 
 def eta_spec(wildcards):
-    value = float(wildcards.run[1:])
-    return {"relative": value} if wildcards.run[0] == "r" else {"absolute": value}
+    return wfconfig.eta_spec(wildcards.run)
 
 
 def refine_rounds(setup):
@@ -204,7 +146,7 @@ def gd_settings(wildcards):
     """
     settings = dynamics_settings("gd")(wildcards)
     dense = config["figures"]["trajectory_sharpness_every"]
-    drawn = wildcards.run[0] == "r" and float(wildcards.run[1:]) in map(
+    drawn = wfconfig.eta_spec(wildcards.run).get("relative") in map(
         float, config["figures"]["trajectory_ratios"]
     )
     if dense and drawn:
