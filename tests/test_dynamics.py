@@ -267,7 +267,7 @@ class KilledAfter:
 
 def resumable_run(method, theta0):
     """GD (η = 0.3, S every 20 steps) or GF by ``method`` on a small digits net, checkpointing as it is told."""
-    kwargs = dict(loss_threshold=0.05, max_steps=5000, log_every=5)
+    kwargs = {"loss_threshold": 0.05, "max_steps": 5000, "log_every": 5}
     if method == "gd":
         return lambda o, ck: run_gd(o, theta0, 0.3, sharpness_every=20, checkpoint=ck, **kwargs)
     return lambda o, ck: run_gradient_flow(o, theta0, method=method, sharpness_every=3, checkpoint=ck, **kwargs)

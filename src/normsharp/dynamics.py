@@ -5,7 +5,8 @@ GF:  dθ/dt = −∇L(θ) until L < ε at time t_ε; s_GF = max S(θ(t)) over t 
      'rkc' (default): second-order Runge–Kutta–Chebyshev with embedded error control, S at every step;
      'rk4': classical RK4 with step h = α/S(θ), S refreshed every few steps (warm-started).
 A run ends with a status, never an exception: 'converged', 'max_steps' or 'diverged' (non-finite loss,
-or loss above ``divergence_factor`` × L(θ₀)).
+or loss above ``divergence_factor`` × L(θ₀)). Between steps a run is its RunState (GDState, FlowState,
+RKCState), which resumes from and saves to a Checkpoint; one integrator step is in ``integrators``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from .checkpoint import Checkpoint
 from .eigen import sharpness
 from .errors import ConfigError
+from .integrators import RKC_MAX_STAGES, hermite_root, parabola_peak, rk4_step, rkc_step
 from .objective import Objective
 
 log = logging.getLogger("normsharp")
@@ -59,10 +61,17 @@ class RunState:
 
     Common to all runs: the step k, θ_k, the trajectory so far, the gradient and Hessian-vector products used,
     the last top eigenvector (warm start of the next Lanczos solve) and L(θ₀) (the divergence test). An
-    optimiser or integrator subclasses it with the fields its update rule carries from step to step, and
-    nothing else changes: a momentum run adds ``buffer: torch.Tensor | None = None`` (b_{k+1} = μb_k + ∇L(θ_k),
-    θ_{k+1} = θ_k − ηb_{k+1}); Adam adds ``m`` and ``v``. Fields hold tensors, numbers, strings, None and
-    lists/tuples/dicts of them, so checkpoints load with ``torch.load(weights_only=True)``.
+    optimiser subclasses it with what its update rule carries from step to step, and nothing else changes;
+    momentum, b_{k+1} = μb_k + ∇L(θ_k), θ_{k+1} = θ_k − ηb_{k+1}, adds its buffer::
+
+        @dataclass
+        class MomentumState(RunState):
+            buffer: torch.Tensor | None = None
+
+    and its loop reads and writes ``state.buffer``, ``state.theta``, ``state.step`` … between
+    ``state = MomentumState.resume(checkpoint, theta0)`` and ``state.save(checkpoint)``; Adam adds ``m`` and
+    ``v``. The class name is the checkpoint's ``kind`` (renaming one orphans its checkpoints). Fields hold
+    tensors, numbers, strings, None and lists/tuples/dicts of them: checkpoints load with weights_only=True.
     """
 
     step: int = 0
@@ -212,15 +221,6 @@ def _observed(observe, every: int, step: int, status: str | None, theta: torch.T
     return observe(theta) if due else {}
 
 
-def rk4_step(objective: Objective, theta: torch.Tensor, grad: torch.Tensor, h: float) -> torch.Tensor:
-    """One classical Runge–Kutta step of dθ/dt = −∇L(θ), given ∇L(θ) (3 more gradients)."""
-    k1 = -grad
-    k2 = -objective.loss_and_grad(theta + 0.5 * h * k1)[1]
-    k3 = -objective.loss_and_grad(theta + 0.5 * h * k2)[1]
-    k4 = -objective.loss_and_grad(theta + h * k3)[1]
-    return theta + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
-
-
 GF_METHODS = ("rkc", "rk4")
 
 
@@ -293,68 +293,6 @@ def _flow_result(state: FlowState, status: str, loss: float, final: float) -> Fl
                         eta_c=2.0 / state.s_max if state.s_max > 0 else math.nan, final_sharpness=final)
 
 
-RKC_DAMPING = 2.0 / 13.0  # ε of the damped Chebyshev polynomial (Sommeijer, Shampine & Verwer 1997)
-RKC_MAX_STAGES = 250
-
-
-def rkc_stages(h: float, rho: float) -> int:
-    """Stages s of an RKC2 step stable for h·ρ: s = 1 + ⌊√(1 + 1.54 hρ)⌋ (RKC's rule, hρ ≤ 0.65 (s² − 1) ≈ β(s))."""
-    return max(2, 1 + int(math.sqrt(1.0 + 1.54 * h * rho)))
-
-
-def rkc_coefficients(s: int) -> list[tuple[float, float, float, float]]:
-    """(μ_j, ν_j, μ̃_j, γ̃_j), j = 1..s, of the second-order Runge–Kutta–Chebyshev method with s stages.
-
-    w₀ = 1 + ε/s², w₁ = T_s'(w₀)/T_s''(w₀), b_j = T_j''(w₀)/T_j'(w₀)² (b₀ = b₁ = b₂), a_j = 1 − b_j T_j(w₀);
-    μ̃₁ = b₁w₁ and for j ≥ 2: μ_j = 2w₀b_j/b_{j−1}, ν_j = −b_j/b_{j−2}, μ̃_j = 2w₁b_j/b_{j−1}, γ̃_j = −a_{j−1}μ̃_j.
-    """
-    w0 = 1.0 + RKC_DAMPING / s**2
-    t, dt, ddt = [1.0, w0], [0.0, 1.0], [0.0, 0.0]
-    for j in range(2, s + 1):
-        t.append(2 * w0 * t[j - 1] - t[j - 2])
-        dt.append(2 * t[j - 1] + 2 * w0 * dt[j - 1] - dt[j - 2])
-        ddt.append(4 * dt[j - 1] + 2 * w0 * ddt[j - 1] - ddt[j - 2])
-    w1 = dt[s] / ddt[s]
-    b = [ddt[j] / dt[j] ** 2 if j >= 2 else math.nan for j in range(s + 1)]
-    b[0] = b[1] = b[2]
-    a = [1.0 - b[j] * t[j] for j in range(s + 1)]
-    coef = [(math.nan, math.nan, b[1] * w1, 0.0)]
-    for j in range(2, s + 1):
-        mu_t = 2 * w1 * b[j] / b[j - 1]
-        coef.append((2 * w0 * b[j] / b[j - 1], -b[j] / b[j - 2], mu_t, -a[j - 1] * mu_t))
-    return coef
-
-
-def rkc_step(objective: Objective, theta: torch.Tensor, grad: torch.Tensor, h: float, rho: float
-             ) -> tuple[torch.Tensor, int]:
-    """One RKC2 step of dθ/dt = −∇L(θ) given ∇L(θ), stable while h·ρ ≤ β(s); returns (θ_new, gradients used = s − 1).
-
-    Y₀ = θ, Y₁ = θ + μ̃₁hF₀, Y_j = (1 − μ_j − ν_j)θ + μ_jY_{j−1} + ν_jY_{j−2} + μ̃_jhF(Y_{j−1}) + γ̃_jhF₀, θ_new = Y_s.
-    """
-    s = rkc_stages(h, rho)
-    f0 = -grad
-    coef = rkc_coefficients(s)
-    prev, cur = theta, theta + coef[0][2] * h * f0
-    for mu, nu, mu_t, gamma_t in coef[1:]:
-        f = -objective.loss_and_grad(cur)[1]
-        nxt = (1 - mu - nu) * theta + mu * cur + nu * prev + (mu_t * h) * f + (gamma_t * h) * f0
-        prev, cur = cur, nxt
-    return cur, s - 1
-
-
-def _hermite_root(l0: float, d0: float, l1: float, d1: float, h: float, target: float) -> float:
-    """τ in (0, h] where the cubic Hermite interpolant of L (values l0, l1, slopes d0, d1) first falls to target."""
-    def p(tau: float) -> float:
-        x = tau / h
-        return ((2 * x**3 - 3 * x**2 + 1) * l0 + (x**3 - 2 * x**2 + x) * h * d0 + (-2 * x**3 + 3 * x**2) * l1
-                + (x**3 - x**2) * h * d1)
-    lo, hi = 0.0, h
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if p(mid) > target else (lo, mid)
-    return hi
-
-
 def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int, tol: float,
               sharpness_tol: float, log_every: int, divergence_factor: float, checkpoint: Checkpoint | None,
               progress_seconds: float, observe, observe_every: int) -> FlowResult:
@@ -383,15 +321,11 @@ def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
         """S on the flow at the vertex of the parabola through the three largest |S| so far, while it promises more."""
         pts, start = [(ts, abs(ss)) for ts, ss, _, _ in state.samples], state.vec
         for _ in range(3):
-            (t0, s0), (t1, s1), (t2, s2) = sorted(pts)
-            c0, c1, c2 = s0 / ((t0 - t1) * (t0 - t2)), s1 / ((t1 - t0) * (t1 - t2)), s2 / ((t2 - t0) * (t2 - t1))
-            curv = c0 + c1 + c2  # the parabola is Σ c_i Π_{j≠i} (τ − t_j): leading coefficient Σ c_i
-            if not curv < 0:
+            vertex, best = parabola_peak(pts), max(p[1] for p in pts)
+            if vertex is None:
                 return
-            peak = (c0 * (t1 + t2) + c1 * (t0 + t2) + c2 * (t0 + t1)) / (2 * curv)
-            promised = c0 * (peak - t1) * (peak - t2) + c1 * (peak - t0) * (peak - t2) + c2 * (peak - t0) * (peak - t1)
-            best = max(p[1] for p in pts)
-            if not t0 < peak < t2 or promised - best <= sharpness_tol * best:
+            peak, promised = vertex
+            if not min(p[0] for p in pts) < peak < max(p[0] for p in pts) or promised - best <= sharpness_tol * best:
                 return
             tb, _, theta_b, grad_b = max((smp for smp in state.samples if smp[0] <= peak), key=lambda smp: smp[0])
             at, used = rkc_step(objective, theta_b, grad_b, peak - tb, 1.1 * best) if peak > tb else (theta_b, 0)
@@ -440,7 +374,7 @@ def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
             h *= max(0.1, 0.8 / err ** (1 / 3)) if math.isfinite(err) else 0.1
         if loss_new < loss_threshold <= loss:  # shorten the step to end where L reaches ε
             target = loss_threshold - 1e-6 * (loss - loss_new)  # a hair below ε: the shortened step ends below it
-            tau = _hermite_root(loss, -float(grad @ grad), loss_new, -float(grad_new @ grad_new), h, target)
+            tau = hermite_root(loss, -float(grad @ grad), loss_new, -float(grad_new @ grad_new), h, target)
             if tau < h:
                 new, used = rkc_step(objective, theta, grad, tau, rho)
                 loss_t, grad_new = objective.loss_and_grad(new)
