@@ -10,7 +10,7 @@ import torch
 
 from normsharp.checkpoint import Checkpoint
 from normsharp.data import load_data
-from normsharp.dynamics import CONVERGED, DIVERGED, MAX_STEPS, run_gd, run_gradient_flow
+from normsharp.dynamics import CONVERGED, DIVERGED, MAX_STEPS, FlowResult, run_gd, run_gradient_flow
 from normsharp.eigen import sharpness
 from normsharp.errors import CheckpointMismatch
 from normsharp.models import build_model
@@ -265,28 +265,99 @@ class KilledAfter:
         return self.objective.hessian_at(theta)
 
 
-@pytest.mark.parametrize("method", ["gd", "rk4", "rkc"])
-def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path, method):
-    obj, theta0 = digits_fcn(n=60, width=16)
-    kwargs = dict(loss_threshold=0.05, max_steps=5000, log_every=5)
+def resumable_run(method, theta0):
+    """GD (η = 0.3, S every 20 steps) or GF by ``method`` on a small digits net, checkpointing as it is told."""
+    kwargs = {"loss_threshold": 0.05, "max_steps": 5000, "log_every": 5}
     if method == "gd":
-        run = lambda o, ck: run_gd(o, theta0, 0.3, sharpness_every=20, checkpoint=ck, **kwargs)  # noqa: E731
-    else:
-        run = lambda o, ck: run_gradient_flow(o, theta0, method=method, sharpness_every=3, checkpoint=ck,  # noqa: E731
-                                              **kwargs)
-    settings = {"method": method, "eta": 0.3}
-    whole = run(obj, None)
-    ck = Checkpoint(tmp_path / "ck.pt", every=7, settings=settings)
-    with pytest.raises(Interrupt):
-        run(KilledAfter(obj, calls=whole.n_grad // 2), ck)
-    assert ck.path.exists()
-    resumed = run(obj, Checkpoint(tmp_path / "ck.pt", every=7, settings=settings))
+        return lambda o, ck: run_gd(o, theta0, 0.3, sharpness_every=20, checkpoint=ck, **kwargs)
+    return lambda o, ck: run_gradient_flow(o, theta0, method=method, sharpness_every=3, checkpoint=ck, **kwargs)
+
+
+def assert_same_run(resumed, whole):
     assert resumed.status == whole.status and resumed.steps == whole.steps
     assert torch.equal(resumed.theta, whole.theta)
     assert resumed.trajectory == whole.trajectory or _same_rows(resumed.trajectory, whole.trajectory)
     assert resumed.n_grad == whole.n_grad and resumed.n_hvp == whole.n_hvp
+    assert resumed.time == whole.time and torch.equal(resumed.sharpness_vector, whole.sharpness_vector)
+    if isinstance(whole, FlowResult):
+        assert (resumed.s_gf, resumed.final_sharpness) == (whole.s_gf, whole.final_sharpness)
+
+
+KINDS = {"gd": "GDState", "rk4": "FlowState", "rkc": "RKCState"}
+
+
+@pytest.mark.parametrize("method", ["gd", "rk4", "rkc"])
+def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path, method):
+    """Killed at a third and again at two thirds of its gradients, each time resumed from its checkpoint
+    (the second from one a resumed run wrote), the run ends exactly as the uninterrupted one."""
+    obj, theta0 = digits_fcn(n=60, width=16)
+    run = resumable_run(method, theta0)
+    settings = {"method": method, "eta": 0.3}
+    whole = run(obj, None)
+    path = tmp_path / "ck.pt"
+    saved_at = []
+    for _ in range(2):
+        with pytest.raises(Interrupt):
+            run(KilledAfter(obj, calls=whole.n_grad // 3), Checkpoint(path, every=7, settings=settings))
+        saved = torch.load(path, weights_only=True)  # plain tensors, numbers and containers only
+        assert saved["format"] == 2 and saved["kind"] == KINDS[method]
+        saved_at.append(saved["state"]["step"])
+    assert 0 < saved_at[0] < saved_at[1] < whole.steps
+    resumed = run(obj, Checkpoint(path, every=7, settings=settings))
+    assert_same_run(resumed, whole)
     with pytest.raises(CheckpointMismatch, match="eta"):
-        run(obj, Checkpoint(tmp_path / "ck.pt", every=7, settings={**settings, "eta": 0.4}))
+        run(obj, Checkpoint(path, every=7, settings={**settings, "eta": 0.4}))
+
+
+# The state keys of a first-release checkpoint ({key, settings, state}, written by torch.save), per run.
+FIRST_RELEASE_KEYS = {
+    "gd": ("step", "theta", "trajectory", "n_grad", "n_hvp", "vec", "loss0"),
+    "rk4": ("step", "t", "theta", "trajectory", "n_grad", "n_hvp", "vec", "loss0", "s_now", "s_max"),
+    "rkc": ("step", "t", "theta", "trajectory", "n_grad", "n_hvp", "vec", "loss0", "loss", "grad", "s_now", "s_max",
+            "h", "h_old", "err_old", "rejected", "samples"),
+}
+
+
+@pytest.mark.parametrize("method", ["gd", "rk4", "rkc"])
+def test_a_first_release_checkpoint_resumes_bit_for_bit(tmp_path, method):
+    """A checkpoint laid out as the first release's save() wrote it (no format, no kind, RKC's samples as
+    (t, S, θ, ∇L) tuples) resumes to the uninterrupted result."""
+    obj, theta0 = digits_fcn(n=60, width=16)
+    run = resumable_run(method, theta0)
+    settings = {"method": method}
+    whole = run(obj, None)
+    ck = Checkpoint(tmp_path / "ck.pt", every=7, settings=settings)
+    with pytest.raises(Interrupt):
+        run(KilledAfter(obj, calls=whole.n_grad // 2), ck)
+    state = torch.load(ck.path, weights_only=True)["state"]
+    assert set(state) == set(FIRST_RELEASE_KEYS[method])  # a new field needs a rule for the old files
+    old = {k: state[k] for k in FIRST_RELEASE_KEYS[method]}
+    if method == "rkc":
+        old["samples"] = [tuple(smp) for smp in old["samples"]]
+    torch.save({"key": ck.key, "settings": settings, "state": old}, ck.path)
+    assert_same_run(run(obj, Checkpoint(ck.path, every=7, settings=settings)), whole)
+
+
+def test_a_checkpoint_this_run_cannot_resume_is_refused_with_the_reason(tmp_path):
+    obj, theta0 = digits_fcn(n=60, width=16)
+    settings = {"shared": 1}
+    ck = Checkpoint(tmp_path / "ck.pt", every=7, settings=settings)
+    with pytest.raises(Interrupt):
+        resumable_run("gd", theta0)(KilledAfter(obj, calls=30), ck)
+    with pytest.raises(CheckpointMismatch, match="holds a GDState, not the FlowState"):
+        resumable_run("rk4", theta0)(obj, ck)
+    saved = torch.load(ck.path, weights_only=True)
+    torch.save({**saved, "format": 3}, ck.path)
+    with pytest.raises(CheckpointMismatch, match="format 3, newer than"):
+        resumable_run("gd", theta0)(obj, ck)
+    torch.save({**saved, "state": {**saved["state"], "extra": Interrupt()}}, ck.path)  # not plain data
+    with pytest.raises(CheckpointMismatch, match="cannot be read"):
+        resumable_run("gd", theta0)(obj, ck)
+    del saved["kind"], saved["format"]
+    saved["state"].pop("loss0")  # a first-release layout with a field missing
+    torch.save(saved, ck.path)
+    with pytest.raises(CheckpointMismatch, match="not those of a GDState"):
+        resumable_run("gd", theta0)(obj, ck)
 
 
 def _same_rows(a, b):

@@ -1,4 +1,11 @@
-"""Checkpoints that survive a kill: written atomically, refused when the settings differ."""
+"""Checkpoints that survive a kill: written atomically, refused when the settings differ.
+
+A file holds ``{format, key, settings, kind, state}``: ``key`` is the fingerprint of the run's settings,
+``kind`` the name of the run-state class (``dynamics.GDState`` …) and ``state`` its ``to_dict()``, made of
+tensors, numbers, strings, None and lists/tuples/dicts of them, so it loads with
+``torch.load(weights_only=True)`` (no code runs while reading it). Files of the first release (format 1:
+``{key, settings, state}``, no kind) hold the same state keys and the same plain types; they load the same way.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,27 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import torch
 
 from .errors import CheckpointMismatch
 
 log = logging.getLogger("normsharp")
+
+FORMAT = 2  # 1: {key, settings, state} (first release); 2: adds format and kind
+
+
+class Saveable(Protocol):
+    def to_dict(self) -> dict: ...
+
+    @classmethod
+    def from_dict(cls, state: dict): ...
+
+
+S = TypeVar("S", bound=Saveable)
 
 
 def fingerprint(settings: dict) -> str:
@@ -32,11 +53,20 @@ class Checkpoint:
     def due(self, step: int) -> bool:
         return self.every > 0 and step > 0 and step % self.every == 0
 
-    def load(self) -> dict | None:
-        """The saved state, None if there is none; CheckpointMismatch if it is from other settings."""
+    def _refuse(self, why: str) -> CheckpointMismatch:
+        return CheckpointMismatch(f"checkpoint {self.path} {why}; delete it to start this run afresh")
+
+    def load(self, kind: type[S]) -> S | None:
+        """The saved state as a ``kind`` (None if there is no file); CheckpointMismatch if it is from other
+        settings, of another kind of run, or not a checkpoint this version can read."""
         if not self.path.exists():
             return None
-        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+            raise self._refuse(f"cannot be read as a checkpoint of plain tensors and numbers ({err})") from err
+        if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+            raise self._refuse("is not a normsharp checkpoint")
         if saved.get("key") != self.key:
             old = saved.get("settings", {})
             changed = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
@@ -44,14 +74,23 @@ class Checkpoint:
                 f"checkpoint {self.path} was written by a run with other settings (differing: {', '.join(changed) or '?'}); "
                 "delete it to start this run afresh, or restore the settings it was written with"
             )
+        if saved.get("format", 1) > FORMAT:
+            raise self._refuse(f"has format {saved['format']}, newer than this version reads ({FORMAT})")
+        if saved.get("kind", kind.__name__) != kind.__name__:  # format 1 has no kind: its state keys decide
+            raise self._refuse(f"holds a {saved['kind']}, not the {kind.__name__} this run needs")
+        try:
+            state = kind.from_dict(saved["state"])
+        except ValueError as err:
+            raise self._refuse(str(err)) from err
         log.info("resuming from %s at step %d", self.path, saved["state"]["step"])
-        return saved["state"]
+        return state
 
-    def save(self, state: dict) -> None:
+    def save(self, state: Saveable) -> None:
         """Write to a temporary file, then rename over the old checkpoint (atomic on POSIX)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({"key": self.key, "settings": self.settings, "state": state}, tmp)
+        torch.save({"format": FORMAT, "key": self.key, "settings": self.settings, "kind": type(state).__name__,
+                    "state": state.to_dict()}, tmp)
         os.replace(tmp, self.path)
 
     def remove(self) -> None:

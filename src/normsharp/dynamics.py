@@ -5,7 +5,8 @@ GF:  dθ/dt = −∇L(θ) until L < ε at time t_ε; s_GF = max S(θ(t)) over t 
      'rkc' (default): second-order Runge–Kutta–Chebyshev with embedded error control, S at every step;
      'rk4': classical RK4 with step h = α/S(θ), S refreshed every few steps (warm-started).
 A run ends with a status, never an exception: 'converged', 'max_steps' or 'diverged' (non-finite loss,
-or loss above ``divergence_factor`` × L(θ₀)).
+or loss above ``divergence_factor`` × L(θ₀)). Between steps a run is its RunState (GDState, FlowState,
+RKCState), which resumes from and saves to a Checkpoint; one integrator step is in ``integrators``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
 from .checkpoint import Checkpoint
 from .eigen import sharpness
 from .errors import ConfigError
+from .integrators import RKC_MAX_STAGES, hermite_root, parabola_peak, rk4_step, rkc_step
 from .objective import Objective
 
 log = logging.getLogger("normsharp")
@@ -51,6 +53,105 @@ class FlowResult(RunResult):
     s_gf: float = math.nan
     eta_c: float = math.nan
     final_sharpness: float = math.nan
+
+
+@dataclass
+class RunState:
+    """Everything a run needs to go on bit for bit where it stopped: saved by ``save``, restored by ``resume``.
+
+    Common to all runs: the step k, θ_k, the trajectory so far, the gradient and Hessian-vector products used,
+    the last top eigenvector (warm start of the next Lanczos solve) and L(θ₀) (the divergence test). An
+    optimiser subclasses it with what its update rule carries from step to step, and nothing else changes;
+    momentum, b_{k+1} = μb_k + ∇L(θ_k), θ_{k+1} = θ_k − ηb_{k+1}, adds its buffer::
+
+        @dataclass
+        class MomentumState(RunState):
+            buffer: torch.Tensor | None = None
+
+    and its loop reads and writes ``state.buffer``, ``state.theta``, ``state.step`` … between
+    ``state = MomentumState.resume(checkpoint, theta0)`` and ``state.save(checkpoint)``; Adam adds ``m`` and
+    ``v``. The class name is the checkpoint's ``kind`` (renaming one orphans its checkpoints). Fields hold
+    tensors, numbers, strings, None and lists/tuples/dicts of them: checkpoints load with weights_only=True.
+    """
+
+    step: int = 0
+    theta: torch.Tensor | None = None
+    trajectory: list[dict] = field(default_factory=list)
+    n_grad: int = 0
+    n_hvp: int = 0
+    vec: torch.Tensor | None = None
+    loss0: float | None = None
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> RunState:
+        """The state from ``to_dict()``'s output, or from a first-release checkpoint (the same keys)."""
+        names = {f.name for f in fields(cls)}
+        if set(state) != names:
+            raise ValueError(f"holds the fields {sorted(state)}, not those of a {cls.__name__}: {sorted(names)}")
+        return cls(**state)
+
+    @classmethod
+    def resume(cls, checkpoint: Checkpoint | None, theta0: torch.Tensor) -> RunState:
+        """The state saved in ``checkpoint`` on θ₀'s device (θ in its dtype), else a fresh one at θ₀."""
+        saved = checkpoint.load(cls) if checkpoint else None
+        if saved is None:
+            return cls(theta=theta0.detach().clone())  # θ is the run's own buffer (GD updates it in place)
+        for f in fields(saved):
+            setattr(saved, f.name, _to_device(getattr(saved, f.name), theta0.device))
+        saved.theta = saved.theta.to(theta0)
+        return saved
+
+    def save(self, checkpoint: Checkpoint | None) -> None:
+        """Write the state to ``checkpoint`` if one is due at this step."""
+        if checkpoint and checkpoint.due(self.step):
+            checkpoint.save(self)
+
+    def result(self, status: str, loss: float, time: float, result_type: type[RunResult] = RunResult,
+               **more) -> RunResult:
+        return result_type(status, self.step, self.theta, loss, time, self.trajectory, self.n_grad,
+                           self.n_hvp, self.vec, **more)
+
+
+def _to_device(value, device: torch.device):
+    """``value`` with every tensor inside it (lists, tuples, dicts) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class GDState(RunState):
+    """Plain GD: θ_{k+1} = θ_k − η∇L(θ_k) needs nothing beyond the common fields."""
+
+
+@dataclass
+class FlowState(RunState):
+    """Gradient flow (RK4's whole state): time t, the S that sets the step, and s_GF = max |S| so far."""
+
+    t: float = 0.0
+    s_now: float = math.nan
+    s_max: float = 0.0
+
+
+@dataclass
+class RKCState(FlowState):
+    """RKC adds L and ∇L at θ (reused by the next step), the step-size controller (h, h_old, err_old, whether a
+    step was rejected since the last accepted one) and the last three (t, S, θ, ∇L) samples for the peak of S."""
+
+    loss: float | None = None
+    grad: torch.Tensor | None = None
+    h: float | None = None
+    h_old: float | None = None
+    err_old: float | None = None
+    rejected: bool = False
+    samples: list[tuple] = field(default_factory=list)
 
 
 def _status(loss: float, loss0: float, threshold: float, step: int, max_steps: int, factor: float) -> str | None:
@@ -89,51 +190,35 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
     Lanczos warm-started from the previous eigenvector. Every ``observe_every`` steps (0 = never) and at
     the end, the row also gets the columns ``observe(θ)`` returns (e.g. the test loss).
     """
-    state = checkpoint.load() if checkpoint else None
-    if state is None:
-        state = dict(step=0, theta=theta0.detach(), trajectory=[], n_grad=0, n_hvp=0, vec=None, loss0=None)
-    theta, vec = state["theta"].to(theta0).clone(), state["vec"]  # θ is updated in place: own the buffer
-    step, trajectory, n_grad, n_hvp, loss0 = (state[k] for k in ("step", "trajectory", "n_grad", "n_hvp", "loss0"))
+    state = GDState.resume(checkpoint, theta0)
     progress = _Progress(f"gd eta={eta:.6g}", progress_seconds)
-    loss_and_grad = objective.in_place_gradient(theta)
-    s = math.nan
+    loss_and_grad = objective.in_place_gradient(state.theta)
     while True:
         loss_t, grad = loss_and_grad()
-        n_grad += 1
+        state.n_grad += 1
         loss = float(loss_t)
-        loss0 = loss if loss0 is None else loss0
-        status = _status(loss, loss0, loss_threshold, step, max_steps, divergence_factor)
+        state.loss0 = loss if state.loss0 is None else state.loss0
+        status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor)
         s = math.nan
-        if sharpness_every and step % sharpness_every == 0 and status != DIVERGED:
-            eig = sharpness(objective.hessian_at(theta), objective.dim, tol=sharpness_tol, v0=vec,
-                            dtype=theta.dtype, device=theta.device)
-            s, vec, n_hvp = eig.value, eig.vector, n_hvp + eig.n_matvec
-        seen = _observed(observe, observe_every, step, status, theta)
-        if step % log_every == 0 or status is not None or seen:
-            trajectory.append(dict(step=step, time=step * eta, train_loss=loss, sharpness=s, **seen))
-        progress(step, loss, s, force=status is not None or step == 0)
+        if sharpness_every and state.step % sharpness_every == 0 and status != DIVERGED:
+            eig = sharpness(objective.hessian_at(state.theta), objective.dim, tol=sharpness_tol, v0=state.vec,
+                            dtype=state.theta.dtype, device=state.theta.device)
+            s, state.vec, state.n_hvp = eig.value, eig.vector, state.n_hvp + eig.n_matvec
+        seen = _observed(observe, observe_every, state.step, status, state.theta)
+        if state.step % log_every == 0 or status is not None or seen:
+            state.trajectory.append(dict(step=state.step, time=state.step * eta, train_loss=loss, sharpness=s, **seen))
+        progress(state.step, loss, s, force=status is not None or state.step == 0)
         if status is not None:
-            return RunResult(status, step, theta, loss, step * eta, trajectory, n_grad, n_hvp, vec)
-        theta.add_(grad, alpha=-eta)
-        step += 1
-        if checkpoint and checkpoint.due(step):
-            checkpoint.save(dict(step=step, theta=theta, trajectory=trajectory, n_grad=n_grad, n_hvp=n_hvp,
-                                 vec=vec, loss0=loss0))
+            return state.result(status, loss, state.step * eta)
+        state.theta.add_(grad, alpha=-eta)
+        state.step += 1
+        state.save(checkpoint)
 
 
 def _observed(observe, every: int, step: int, status: str | None, theta: torch.Tensor) -> dict:
     """observe(θ) when due (every ``every`` steps and at a non-diverged end), else {}."""
     due = observe is not None and every and (step % every == 0 or status is not None) and status != DIVERGED
     return observe(theta) if due else {}
-
-
-def rk4_step(objective: Objective, theta: torch.Tensor, grad: torch.Tensor, h: float) -> torch.Tensor:
-    """One classical Runge–Kutta step of dθ/dt = −∇L(θ), given ∇L(θ) (3 more gradients)."""
-    k1 = -grad
-    k2 = -objective.loss_and_grad(theta + 0.5 * h * k1)[1]
-    k3 = -objective.loss_and_grad(theta + 0.5 * h * k2)[1]
-    k4 = -objective.loss_and_grad(theta + h * k3)[1]
-    return theta + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
 GF_METHODS = ("rkc", "rk4")
@@ -166,112 +251,46 @@ def _flow_rk4(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
               checkpoint: Checkpoint | None, progress_seconds: float, observe, observe_every: int) -> FlowResult:
     """RK4 at step α/S: S is recomputed every ``sharpness_every`` steps (warm-started) and at the end; s_GF is
     the largest |S| computed."""
-    state = checkpoint.load() if checkpoint else None
-    if state is None:
-        state = dict(step=0, t=0.0, theta=theta0.detach().clone(), trajectory=[], n_grad=0, n_hvp=0, vec=None,
-                     loss0=None, s_now=math.nan, s_max=0.0)
-    theta, vec = state["theta"].to(theta0), state["vec"]
-    step, t, trajectory, n_grad, n_hvp, loss0, s_now, s_max = (
-        state[k] for k in ("step", "t", "trajectory", "n_grad", "n_hvp", "loss0", "s_now", "s_max"))
+    state = FlowState.resume(checkpoint, theta0)
     progress = _Progress("gf", progress_seconds)
 
     def solve(at: torch.Tensor) -> float:
-        nonlocal vec, n_hvp, s_max
-        eig = sharpness(objective.hessian_at(at), objective.dim, tol=sharpness_tol, v0=vec, dtype=at.dtype,
+        eig = sharpness(objective.hessian_at(at), objective.dim, tol=sharpness_tol, v0=state.vec, dtype=at.dtype,
                         device=at.device)
-        vec, n_hvp = eig.vector, n_hvp + eig.n_matvec
-        s_max = max(s_max, abs(eig.value))
+        state.vec, state.n_hvp = eig.vector, state.n_hvp + eig.n_matvec
+        state.s_max = max(state.s_max, abs(eig.value))
         return eig.value
 
     while True:
-        loss_t, grad = objective.loss_and_grad(theta)
-        n_grad += 1
+        loss_t, grad = objective.loss_and_grad(state.theta)
+        state.n_grad += 1
         loss = float(loss_t)
-        loss0 = loss if loss0 is None else loss0
-        status = _status(loss, loss0, loss_threshold, step, max_steps, divergence_factor)
+        state.loss0 = loss if state.loss0 is None else state.loss0
+        status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor)
         fresh = math.nan
-        if status is None and step % sharpness_every == 0:
-            s_now = fresh = solve(theta)
-        seen = _observed(observe, observe_every, step, status, theta)
+        if status is None and state.step % sharpness_every == 0:
+            state.s_now = fresh = solve(state.theta)
+        seen = _observed(observe, observe_every, state.step, status, state.theta)
         if status is not None:
-            final = solve(theta) if status != DIVERGED else math.nan
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=final, **seen))
-            progress(step, loss, final, force=True, t=t, s_gf=s_max)
-            return FlowResult(status, step, theta, loss, t, trajectory, n_grad, n_hvp, vec,
-                              s_gf=s_max, eta_c=2.0 / s_max if s_max > 0 else math.nan, final_sharpness=final)
-        if step % log_every == 0 or seen:
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=fresh, **seen))
-        progress(step, loss, s_now, force=step == 0, t=t)
-        h = alpha / max(abs(s_now), 1e-12)
-        theta = rk4_step(objective, theta, grad, h)
-        n_grad += 3
-        t += h
-        step += 1
-        if checkpoint and checkpoint.due(step):
-            checkpoint.save(dict(step=step, t=t, theta=theta, trajectory=trajectory, n_grad=n_grad, n_hvp=n_hvp,
-                                 vec=vec, loss0=loss0, s_now=s_now, s_max=s_max))
+            final = solve(state.theta) if status != DIVERGED else math.nan
+            state.trajectory.append(dict(step=state.step, time=state.t, train_loss=loss, sharpness=final, **seen))
+            progress(state.step, loss, final, force=True, t=state.t, s_gf=state.s_max)
+            return _flow_result(state, status, loss, final)
+        if state.step % log_every == 0 or seen:
+            state.trajectory.append(dict(step=state.step, time=state.t, train_loss=loss, sharpness=fresh, **seen))
+        progress(state.step, loss, state.s_now, force=state.step == 0, t=state.t)
+        h = alpha / max(abs(state.s_now), 1e-12)
+        state.theta = rk4_step(objective, state.theta, grad, h)
+        state.n_grad += 3
+        state.t += h
+        state.step += 1
+        state.save(checkpoint)
 
 
-RKC_DAMPING = 2.0 / 13.0  # ε of the damped Chebyshev polynomial (Sommeijer, Shampine & Verwer 1997)
-RKC_MAX_STAGES = 250
-
-
-def rkc_stages(h: float, rho: float) -> int:
-    """Stages s of an RKC2 step stable for h·ρ: s = 1 + ⌊√(1 + 1.54 hρ)⌋ (RKC's rule, hρ ≤ 0.65 (s² − 1) ≈ β(s))."""
-    return max(2, 1 + int(math.sqrt(1.0 + 1.54 * h * rho)))
-
-
-def rkc_coefficients(s: int) -> list[tuple[float, float, float, float]]:
-    """(μ_j, ν_j, μ̃_j, γ̃_j), j = 1..s, of the second-order Runge–Kutta–Chebyshev method with s stages.
-
-    w₀ = 1 + ε/s², w₁ = T_s'(w₀)/T_s''(w₀), b_j = T_j''(w₀)/T_j'(w₀)² (b₀ = b₁ = b₂), a_j = 1 − b_j T_j(w₀);
-    μ̃₁ = b₁w₁ and for j ≥ 2: μ_j = 2w₀b_j/b_{j−1}, ν_j = −b_j/b_{j−2}, μ̃_j = 2w₁b_j/b_{j−1}, γ̃_j = −a_{j−1}μ̃_j.
-    """
-    w0 = 1.0 + RKC_DAMPING / s**2
-    t, dt, ddt = [1.0, w0], [0.0, 1.0], [0.0, 0.0]
-    for j in range(2, s + 1):
-        t.append(2 * w0 * t[j - 1] - t[j - 2])
-        dt.append(2 * t[j - 1] + 2 * w0 * dt[j - 1] - dt[j - 2])
-        ddt.append(4 * dt[j - 1] + 2 * w0 * ddt[j - 1] - ddt[j - 2])
-    w1 = dt[s] / ddt[s]
-    b = [ddt[j] / dt[j] ** 2 if j >= 2 else math.nan for j in range(s + 1)]
-    b[0] = b[1] = b[2]
-    a = [1.0 - b[j] * t[j] for j in range(s + 1)]
-    coef = [(math.nan, math.nan, b[1] * w1, 0.0)]
-    for j in range(2, s + 1):
-        mu_t = 2 * w1 * b[j] / b[j - 1]
-        coef.append((2 * w0 * b[j] / b[j - 1], -b[j] / b[j - 2], mu_t, -a[j - 1] * mu_t))
-    return coef
-
-
-def rkc_step(objective: Objective, theta: torch.Tensor, grad: torch.Tensor, h: float, rho: float
-             ) -> tuple[torch.Tensor, int]:
-    """One RKC2 step of dθ/dt = −∇L(θ) given ∇L(θ), stable while h·ρ ≤ β(s); returns (θ_new, gradients used = s − 1).
-
-    Y₀ = θ, Y₁ = θ + μ̃₁hF₀, Y_j = (1 − μ_j − ν_j)θ + μ_jY_{j−1} + ν_jY_{j−2} + μ̃_jhF(Y_{j−1}) + γ̃_jhF₀, θ_new = Y_s.
-    """
-    s = rkc_stages(h, rho)
-    f0 = -grad
-    coef = rkc_coefficients(s)
-    prev, cur = theta, theta + coef[0][2] * h * f0
-    for mu, nu, mu_t, gamma_t in coef[1:]:
-        f = -objective.loss_and_grad(cur)[1]
-        nxt = (1 - mu - nu) * theta + mu * cur + nu * prev + (mu_t * h) * f + (gamma_t * h) * f0
-        prev, cur = cur, nxt
-    return cur, s - 1
-
-
-def _hermite_root(l0: float, d0: float, l1: float, d1: float, h: float, target: float) -> float:
-    """τ in (0, h] where the cubic Hermite interpolant of L (values l0, l1, slopes d0, d1) first falls to target."""
-    def p(tau: float) -> float:
-        x = tau / h
-        return ((2 * x**3 - 3 * x**2 + 1) * l0 + (x**3 - 2 * x**2 + x) * h * d0 + (-2 * x**3 + 3 * x**2) * l1
-                + (x**3 - x**2) * h * d1)
-    lo, hi = 0.0, h
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if p(mid) > target else (lo, mid)
-    return hi
+def _flow_result(state: FlowState, status: str, loss: float, final: float) -> FlowResult:
+    """The run's result: s_GF = the largest |S| computed, η_c = 2/s_GF, S at the end ``final``."""
+    return state.result(status, loss, state.t, FlowResult, s_gf=state.s_max,
+                        eta_c=2.0 / state.s_max if state.s_max > 0 else math.nan, final_sharpness=final)
 
 
 def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int, tol: float,
@@ -288,107 +307,90 @@ def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
     before), up to 3 times while the parabola promises more than ``sharpness_tol``; s_GF is the largest S
     computed on the flow, never an extrapolated value.
     """
-    state = checkpoint.load() if checkpoint else None
-    if state is None:
-        state = dict(step=0, t=0.0, theta=theta0.detach().clone(), trajectory=[], n_grad=0, n_hvp=0, vec=None,
-                     loss0=None, loss=None, grad=None, s_now=math.nan, s_max=0.0, h=None, h_old=None,
-                     err_old=None, rejected=False, samples=[])
-    theta, vec, grad, loss = state["theta"].to(theta0), state["vec"], state["grad"], state["loss"]
-    step, t, trajectory, n_grad, n_hvp, loss0, s_now, s_max, h, h_old, err_old, rejected, samples = (
-        state[k] for k in ("step", "t", "trajectory", "n_grad", "n_hvp", "loss0", "s_now", "s_max", "h", "h_old",
-                           "err_old", "rejected", "samples"))
+    state = RKCState.resume(checkpoint, theta0)
     progress = _Progress("gf rkc", progress_seconds)
 
     def solve(at: torch.Tensor, start) -> tuple[float, torch.Tensor]:
-        nonlocal n_hvp, s_max
         eig = sharpness(objective.hessian_at(at), objective.dim, tol=sharpness_tol, v0=start, dtype=at.dtype,
                         device=at.device)
-        n_hvp += eig.n_matvec
-        s_max = max(s_max, abs(eig.value))
+        state.n_hvp += eig.n_matvec
+        state.s_max = max(state.s_max, abs(eig.value))
         return eig.value, eig.vector
 
     def refine_peak() -> None:
         """S on the flow at the vertex of the parabola through the three largest |S| so far, while it promises more."""
-        nonlocal n_grad
-        pts, start = [(ts, abs(ss)) for ts, ss, _, _ in samples], vec
+        pts, start = [(ts, abs(ss)) for ts, ss, _, _ in state.samples], state.vec
         for _ in range(3):
-            (t0, s0), (t1, s1), (t2, s2) = sorted(pts)
-            c0, c1, c2 = s0 / ((t0 - t1) * (t0 - t2)), s1 / ((t1 - t0) * (t1 - t2)), s2 / ((t2 - t0) * (t2 - t1))
-            curv = c0 + c1 + c2  # the parabola is Σ c_i Π_{j≠i} (τ − t_j): leading coefficient Σ c_i
-            if not curv < 0:
+            vertex, best = parabola_peak(pts), max(p[1] for p in pts)
+            if vertex is None:
                 return
-            peak = (c0 * (t1 + t2) + c1 * (t0 + t2) + c2 * (t0 + t1)) / (2 * curv)
-            promised = c0 * (peak - t1) * (peak - t2) + c1 * (peak - t0) * (peak - t2) + c2 * (peak - t0) * (peak - t1)
-            best = max(p[1] for p in pts)
-            if not t0 < peak < t2 or promised - best <= sharpness_tol * best:
+            peak, promised = vertex
+            if not min(p[0] for p in pts) < peak < max(p[0] for p in pts) or promised - best <= sharpness_tol * best:
                 return
-            tb, _, theta_b, grad_b = max((smp for smp in samples if smp[0] <= peak), key=lambda smp: smp[0])
+            tb, _, theta_b, grad_b = max((smp for smp in state.samples if smp[0] <= peak), key=lambda smp: smp[0])
             at, used = rkc_step(objective, theta_b, grad_b, peak - tb, 1.1 * best) if peak > tb else (theta_b, 0)
-            n_grad += used
+            state.n_grad += used
             s_peak, start = solve(at, start)
             pts = sorted(pts + [(peak, abs(s_peak))], key=lambda p: p[1], reverse=True)[:3]
 
-    if grad is None:
-        loss_t, grad = objective.loss_and_grad(theta)
-        n_grad += 1
-        loss = float(loss_t)
-        loss0 = loss
+    if state.grad is None:
+        loss_t, state.grad = objective.loss_and_grad(state.theta)
+        state.n_grad += 1
+        state.loss = state.loss0 = float(loss_t)
     while True:
-        status = _status(loss, loss0, loss_threshold, step, max_steps, divergence_factor)
-        if status != DIVERGED and math.isnan(s_now):
-            s_now, vec = solve(theta, vec)
+        theta, grad, loss = state.theta, state.grad, state.loss
+        status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor)
+        if status != DIVERGED and math.isnan(state.s_now):
+            state.s_now, state.vec = solve(theta, state.vec)
         if status != DIVERGED:
-            samples = (samples + [(t, s_now, theta, grad)])[-3:]
-            if len(samples) == 3 and abs(samples[1][1]) > max(abs(samples[0][1]), abs(samples[2][1])):
+            state.samples = (state.samples + [(state.t, state.s_now, theta, grad)])[-3:]
+            smp = state.samples
+            if len(smp) == 3 and abs(smp[1][1]) > max(abs(smp[0][1]), abs(smp[2][1])):
                 refine_peak()
-        seen = _observed(observe, observe_every, step, status, theta)
+        seen = _observed(observe, observe_every, state.step, status, theta)
         if status is not None:
-            final = s_now if status != DIVERGED else math.nan
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=final, **seen))
-            progress(step, loss, final, force=True, t=t, s_gf=s_max)
-            return FlowResult(status, step, theta, loss, t, trajectory, n_grad, n_hvp, vec,
-                              s_gf=s_max, eta_c=2.0 / s_max if s_max > 0 else math.nan, final_sharpness=final)
-        if step % log_every == 0 or seen:
-            trajectory.append(dict(step=step, time=t, train_loss=loss, sharpness=s_now, **seen))
-        progress(step, loss, s_now, force=step == 0, t=t)
-        rho = 1.1 * max(abs(s_now), 1e-12)  # margin: S grows inside a step
-        if h is None:
-            h = 1.0 / rho
+            final = state.s_now if status != DIVERGED else math.nan
+            state.trajectory.append(dict(step=state.step, time=state.t, train_loss=loss, sharpness=final, **seen))
+            progress(state.step, loss, final, force=True, t=state.t, s_gf=state.s_max)
+            return _flow_result(state, status, loss, final)
+        if state.step % log_every == 0 or seen:
+            state.trajectory.append(dict(step=state.step, time=state.t, train_loss=loss, sharpness=state.s_now,
+                                         **seen))
+        progress(state.step, loss, state.s_now, force=state.step == 0, t=state.t)
+        rho = 1.1 * max(abs(state.s_now), 1e-12)  # margin: S grows inside a step
+        h = 1.0 / rho if state.h is None else state.h
         h = min(h, 0.65 * (RKC_MAX_STAGES**2 - 1) / 1.54 / rho)
         while True:  # try steps until one is accepted
             new, used = rkc_step(objective, theta, grad, h, rho)
             loss_t, grad_new = objective.loss_and_grad(new)
-            n_grad += used + 1
+            state.n_grad += used + 1
             loss_new = float(loss_t)
             est = 0.8 * (theta - new) - 0.4 * h * (grad + grad_new)
             scale = tol * (1.0 + torch.maximum(theta.abs(), new.abs()))
             err = float((est / scale).pow(2).mean().sqrt())
             if math.isfinite(err) and err <= 1.0:
                 break
-            rejected = True
+            state.rejected = True
             h *= max(0.1, 0.8 / err ** (1 / 3)) if math.isfinite(err) else 0.1
         if loss_new < loss_threshold <= loss:  # shorten the step to end where L reaches ε
             target = loss_threshold - 1e-6 * (loss - loss_new)  # a hair below ε: the shortened step ends below it
-            tau = _hermite_root(loss, -float(grad @ grad), loss_new, -float(grad_new @ grad_new), h, target)
+            tau = hermite_root(loss, -float(grad @ grad), loss_new, -float(grad_new @ grad_new), h, target)
             if tau < h:
                 new, used = rkc_step(objective, theta, grad, tau, rho)
                 loss_t, grad_new = objective.loss_and_grad(new)
-                n_grad += used + 1
+                state.n_grad += used + 1
                 loss_new, h = float(loss_t), tau
-        fac = 10.0 if not rejected else 1.0
-        if err_old is None:
+        fac = 10.0 if not state.rejected else 1.0
+        if state.err_old is None:
             fac = min(fac, 0.8 / max(err, 1e-10) ** (1 / 3))
         else:
-            fac = min(fac, 0.8 * h * err_old ** (1 / 3) / (h_old * max(err, 1e-10) ** (2 / 3)))
-        theta, grad, loss = new, grad_new, loss_new
-        t += h
-        step += 1
-        h_old, err_old, rejected = h, max(err, 1e-10), False
-        h = max(0.1, fac) * h
-        s_now = math.nan
-        if loss >= loss_threshold and math.isfinite(loss):
-            s_now, vec = solve(theta, vec)
-        if checkpoint and checkpoint.due(step):
-            checkpoint.save(dict(step=step, t=t, theta=theta, trajectory=trajectory, n_grad=n_grad, n_hvp=n_hvp,
-                                 vec=vec, loss0=loss0, loss=loss, grad=grad, s_now=s_now, s_max=s_max, h=h,
-                                 h_old=h_old, err_old=err_old, rejected=rejected, samples=samples))
+            fac = min(fac, 0.8 * h * state.err_old ** (1 / 3) / (state.h_old * max(err, 1e-10) ** (2 / 3)))
+        state.theta, state.grad, state.loss = new, grad_new, loss_new
+        state.t += h
+        state.step += 1
+        state.h_old, state.err_old, state.rejected = h, max(err, 1e-10), False
+        state.h = max(0.1, fac) * h
+        state.s_now = math.nan
+        if loss_new >= loss_threshold and math.isfinite(loss_new):
+            state.s_now, state.vec = solve(new, state.vec)
+        state.save(checkpoint)

@@ -6,4 +6,4 @@ class ConfigError(ValueError):
 
 
 class CheckpointMismatch(RuntimeError):
-    """A checkpoint on disk was written by a run with different settings."""
+    """A checkpoint on disk cannot be resumed: other settings, another kind of run, or not readable as one."""
