@@ -5,12 +5,12 @@
 Runs ``snakemake --cores 2`` (the README's quickstart, ``config/config.yaml``) into a fresh results folder
 (benchmarks/out/pipeline/results, via ``--config results_dir=...``) and measures, per job:
 - start: from snakemake's "[timestamp] rule X" line (1 s resolution) to the job log's first line, which
-  ``normsharp.stages.log_to`` writes once the script's imports are done (ms resolution): process start,
+  ``normsharp.files.log_to`` writes once the script's imports are done (ms resolution): process start,
   Snakemake's script preamble and imports;
 - compute: from that line to the job's last output file's modification time;
 - finish: from there to snakemake's "Finished jobid" line.
 The floor is a lower bound on any 2-core schedule of the same in-job compute: max(longest DAG path,
-total / 2), with the DAG prepare → init → gradient flow → each GD run → its two evaluations → aggregate →
+total / 2), with the DAG prepare → init → gradient flow → each GD run → its evaluation → aggregate →
 figures. Import cost of each workflow script: ``python -c "<its import lines>"``, median of 3, beside
 ``python -c pass``. The science of the run is checked as the issue states it: S·η/2 within [0.97, 1.08] from
 1.25 η_c on, flow-aligned final S within 3 % of the gradient flow's, and the observed transition within 2 %
@@ -45,11 +45,9 @@ STAGE_IMPORTS = {
                      "normsharp.objective, normsharp.checkpoint",
     "train_gd": "torch, pyarrow.parquet, normsharp.dynamics, normsharp.models, normsharp.numerics, "
                 "normsharp.objective, normsharp.checkpoint",
-    "evaluate_geometry": "torch, normsharp.dynamics, normsharp.eigen, normsharp.metrics, normsharp.models, "
-                         "normsharp.numerics, normsharp.objective",
-    "evaluate_test": "torch, normsharp.metrics, normsharp.theory, normsharp.models, normsharp.numerics, "
-                     "normsharp.objective",
-    "aggregate": "pandas, pyarrow.parquet",
+    "evaluate": "torch, normsharp.dynamics, normsharp.eigen, normsharp.metrics, normsharp.theory, normsharp.models, "
+                "normsharp.numerics, normsharp.objective",
+    "aggregate": "pandas, pyarrow.parquet, normsharp.analysis",
     "figures": "",
 }
 TRANSITION_BEFORE = 1.11  # η_transition / η_c of the quickstart before this benchmark existed (README)
@@ -177,7 +175,7 @@ def main() -> None:
         d["start"] += began - job["start"]
         d["compute"] += end_out - began
         d["finish"] += job["end"] - end_out
-        run = parts[2] if job["rule"] in ("gradient_flow", "train_gd", "evaluate_geometry", "evaluate_test") else ""
+        run = parts[2] if job["rule"] in ("gradient_flow", "train_gd", "evaluate") else ""
         compute_by_job[(job["rule"], run)] = end_out - began
 
     # the floor from in-job compute: GF and GD their loop's wall_seconds; the other jobs log line to last output,
@@ -207,7 +205,7 @@ def main() -> None:
     gd = runs[runs.method == "gd"]
     gd_runs = [r for (rule, r) in compute_by_job if rule == "train_gd"]
     head = c("prepare_data") + c("init_model") + c("gradient_flow", "gf")
-    branch = max(c("train_gd", r) + max(c("evaluate_geometry", r), c("evaluate_test", r)) for r in gd_runs)
+    branch = max(c("train_gd", r) + c("evaluate", r) for r in gd_runs)
     longest = head + branch + c("aggregate") + c("figures")
     total = sum(c(rule, run) for rule, run in compute_by_job)
     floor = max(longest, total / 2)

@@ -82,9 +82,9 @@ def test_every_job_dependency_is_in_an_env():
 
 
 def test_analysis_env_covers_what_its_scripts_import():
-    """aggregate and figures import normsharp.stages and normsharp.plots: every pinned package they load is in
-    the env."""
-    code = ("import sys, normsharp.stages, normsharp.plots; "
+    """aggregate and figures import normsharp.stages (its aggregate: normsharp.analysis) and normsharp.plots: every
+    pinned package they load is in the env."""
+    code = ("import sys, normsharp.stages, normsharp.analysis, normsharp.plots; "
             "print(' '.join(m for m in sys.modules if '.' not in m))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     dists = metadata.packages_distributions()

@@ -94,7 +94,7 @@ def test_a_job_with_missing_data_prints_the_message_without_a_traceback(tmp_path
     import logging
     import sys
 
-    from normsharp.stages import log_to
+    from normsharp.files import log_to
 
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     log_to(tmp_path / "job.log")

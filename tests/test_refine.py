@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from conftest import planned_jobs, reduced_config, snakemake
 
-from normsharp.stages import refine_eta, transition_bracket, write_json
+from normsharp.analysis import transition_bracket
+from normsharp.files import write_json
+from normsharp.stages import refine_eta
 
 
 def sweep(tmp_path, ratios, sharpness, test_loss=None, eta_c=0.2):

@@ -151,7 +151,7 @@ rule train_gd:
         echo SLURM_JOB_ID=$SLURM_JOB_ID > {output}
         """
 
-rule evaluate_test:
+rule evaluate:
     input: "train.txt"
     output: "eval_{eta}.txt"
     shell: "echo SLURM_JOB_ID=$SLURM_JOB_ID > {output}"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from normsharp.stages import eta_transition, transitions
+from normsharp.analysis import eta_transition, transitions
 
 # plateau S = 10 for η < η_c = 0.5, then the EoS branch S = 2/η
 ETA = [0.1, 0.2, 0.4, 0.8, 1.6]

@@ -105,7 +105,7 @@ def test_trajectories_parquet(finished):
 @pytest.mark.slow
 def test_test_loss_along_the_trajectory(finished):
     """gd.test_every = 100 (all setups), gf.test_every = 10 (setup b only): test loss exactly at those steps
-    and at the end, NaN elsewhere; at the end it is evaluate_test's test loss of the end point."""
+    and at the end, NaN elsewhere; at the end it is the evaluate job's test loss of the end point."""
     traj = pd.read_parquet(finished / "results/mini/trajectories.parquet")
     runs = pd.read_parquet(finished / "results/mini/runs.parquet")
     assert str(traj.test_loss.dtype) == "float64" and str(traj.test_accuracy.dtype) == "float64"
@@ -203,7 +203,7 @@ def test_adding_one_eta_schedules_only_its_jobs(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["setups"]["b"]["eta"]["relative"].append(1.0)
     assert planned_jobs(finished, cfg) == {
-        "train_gd": 1, "evaluate_geometry": 1, "evaluate_test": 1, "aggregate": 1, "figures": 1, "all": 1}
+        "train_gd": 1, "evaluate": 1, "aggregate": 1, "figures": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -214,11 +214,10 @@ def test_figure_option_schedules_only_figures(finished):
 
 
 @pytest.mark.slow
-def test_geometry_option_schedules_only_geometry_and_downstream(finished):
+def test_geometry_option_schedules_only_evaluation_and_downstream(finished):
     cfg = copy.deepcopy(REDUCED)
     cfg["geometry"]["top_k"] = 2
-    assert planned_jobs(finished, cfg) == {"evaluate_geometry": (1 + 3) + (1 + 2), "aggregate": 1, "figures": 1,
-                                           "all": 1}
+    assert planned_jobs(finished, cfg) == {"evaluate": (1 + 3) + (1 + 2), "aggregate": 1, "figures": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -227,10 +226,10 @@ def test_setup_edit_schedules_that_setup_alone(finished, edit):
     cfg = copy.deepcopy(REDUCED)
     if edit == "loss_threshold":
         cfg["setups"]["b"]["loss_threshold"] = 0.04
-        expected = {"gradient_flow": 1, "train_gd": 2, "evaluate_geometry": 3, "evaluate_test": 3}
+        expected = {"gradient_flow": 1, "train_gd": 2, "evaluate": 3}
     else:
         cfg["setups"]["b"]["model"]["width"] = 9
-        expected = {"init_model": 1, "gradient_flow": 1, "train_gd": 2, "evaluate_geometry": 3, "evaluate_test": 3}
+        expected = {"init_model": 1, "gradient_flow": 1, "train_gd": 2, "evaluate": 3}
     assert planned_jobs(finished, cfg) == {**expected, "aggregate": 1, "figures": 1, "all": 1}
 
 

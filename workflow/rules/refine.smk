@@ -3,18 +3,21 @@
 # checkpoint: the runs it adds are known only once it has run; aggregate waits for the last round.
 
 
-def refine_input(wildcards):
-    runs = runs_after(wildcards.setup, wildcards.seed, int(wildcards.round) - 1)
-    return [
-        f"{R}/{wildcards.setup}/seed{wildcards.seed}/{run}/{f}"
-        for run in runs
-        for f in ("result.json", "geometry.json", "test.json")
-    ]
+def refine_input(name):
+    """The ``name``.json of each run after the previous round, in that round's order."""
+
+    def files(wildcards):
+        runs = runs_after(wildcards.setup, wildcards.seed, int(wildcards.round) - 1)
+        return [f"{R}/{wildcards.setup}/seed{wildcards.seed}/{run}/{name}.json" for run in runs]
+
+    return files
 
 
 checkpoint refine_eta:
     input:
-        refine_input,
+        result=refine_input("result"),
+        geometry=refine_input("geometry"),
+        test=refine_input("test"),
     output:
         f"{R}/{{setup}}/seed{{seed}}/refine/round{{round}}.json",
     log:

@@ -1,16 +1,10 @@
 rule aggregate:
     input:
-        runs=lambda w: [
-            f"{d}/{f}"
-            for d in all_run_dirs()
-            for f in (
-                "result.json",
-                "geometry.json",
-                "test.json",
-                "trajectory.parquet",
-                "theta.pt",
-            )
-        ],
+        result=lambda w: [f"{d}/result.json" for d in all_run_dirs()],
+        geometry=lambda w: [f"{d}/geometry.json" for d in all_run_dirs()],
+        test=lambda w: [f"{d}/test.json" for d in all_run_dirs()],
+        trajectory=lambda w: [f"{d}/trajectory.parquet" for d in all_run_dirs()],
+        theta=lambda w: [f"{d}/theta.pt" for d in all_run_dirs()],
         inits=[
             f"{R}/{s}/seed{seed}/init.pt"
             for s, cfg in config["setups"].items()
@@ -26,7 +20,7 @@ rule aggregate:
     resources:
         mem_mb=job_mem_mb(),
     params:
-        run_dirs=lambda w, input: [os.path.dirname(f) for f in input.runs[::5]],
+        run_dirs=lambda w, input: [os.path.dirname(f) for f in input.result],
         transition_tol=config["transition_tol"],
     script:
         "../scripts/aggregate.py"

@@ -1,5 +1,6 @@
-from normsharp.stages import aggregate, log_to
+from normsharp.files import log_to
+from normsharp.stages import aggregate
 
 log_to(snakemake.log[0])
-aggregate(snakemake.params.run_dirs, snakemake.output.runs, snakemake.output.trajectories,
-          snakemake.params.transition_tol)
+aggregate(run_dirs=snakemake.params.run_dirs, runs_path=snakemake.output.runs,
+          trajectories_path=snakemake.output.trajectories, transition_tol=snakemake.params.transition_tol)

@@ -1,6 +1,6 @@
+from normsharp.files import log_to
 from normsharp.plots import draw_all
-from normsharp.stages import log_to
 
 log_to(snakemake.log[0])
-draw_all(snakemake.input.runs, snakemake.input.trajectories, snakemake.params.out_dir, snakemake.params.options,
-         snakemake.params.diagonal)
+draw_all(runs_path=snakemake.input.runs, trajectories_path=snakemake.input.trajectories,
+         out_dir=snakemake.params.out_dir, options=snakemake.params.options, diagonal=snakemake.params.diagonal)

@@ -1,8 +1,9 @@
 from pathlib import Path
 
-from normsharp.stages import gradient_flow, log_to
+from normsharp.files import log_to
+from normsharp.stages import gradient_flow
 
 log_to(snakemake.log[0])
 p = snakemake.params
-gradient_flow(snakemake.input.data, snakemake.input.init, p.loss, p.settings, p.numerics, p.identity,
-              Path(snakemake.output.result).parent)
+gradient_flow(data_path=snakemake.input.data, init_path=snakemake.input.init, loss=p.loss, settings=p.settings,
+              numerics=p.numerics, identity=p.identity, out_dir=Path(snakemake.output.result).parent)

@@ -1,4 +1,6 @@
-from normsharp.stages import init_model, log_to
+from normsharp.files import log_to
+from normsharp.stages import init_model
 
 log_to(snakemake.log[0])
-init_model(snakemake.input.data, snakemake.params.model, snakemake.params.seed, snakemake.output[0])
+init_model(data_path=snakemake.input.data, model_spec=snakemake.params.model, seed=snakemake.params.seed,
+           out_path=snakemake.output[0])

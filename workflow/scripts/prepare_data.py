@@ -1,4 +1,5 @@
-from normsharp.stages import log_to, prepare_data
+from normsharp.files import log_to
+from normsharp.stages import prepare_data
 
 log_to(snakemake.log[0])
-prepare_data(snakemake.params.dataset, snakemake.params.loss, snakemake.output[0])
+prepare_data(spec=snakemake.params.dataset, loss=snakemake.params.loss, out_path=snakemake.output[0])

@@ -1,8 +1,10 @@
 from pathlib import Path
 
-from normsharp.stages import log_to, train_gd
+from normsharp.files import log_to
+from normsharp.stages import train_gd
 
 log_to(snakemake.log[0])
 p = snakemake.params
-train_gd(snakemake.input.data, snakemake.input.init, snakemake.input.gf, p.loss, p.eta, p.settings, p.numerics,
-         p.identity, Path(snakemake.output.result).parent)
+train_gd(data_path=snakemake.input.data, init_path=snakemake.input.init, gf_result_path=snakemake.input.gf,
+         loss=p.loss, eta_spec=p.eta, settings=p.settings, numerics=p.numerics, identity=p.identity,
+         out_dir=Path(snakemake.output.result).parent)
