@@ -111,18 +111,18 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def run_columns() -> str:
-    from normsharp import stages
+    from normsharp import analysis
 
-    rows = [[f"`{name}`", dtype, RUN_COLUMN_DOCS.get(name, "")] for name, dtype in stages.RUN_COLUMNS.items()]
+    rows = [[f"`{name}`", dtype, RUN_COLUMN_DOCS.get(name, "")] for name, dtype in analysis.RUN_COLUMNS.items()]
     rows += [[f"`{name}`", dtype, text] for name, (dtype, text) in EXTRA_RUN_COLUMNS.items()]
     return _table(["column", "type", "meaning"], rows)
 
 
 def trajectory_columns() -> str:
-    from normsharp import stages
+    from normsharp import files
 
     return _table(["column", "meaning"],
-                  [[f"`{name}`", TRAJECTORY_COLUMN_DOCS.get(name, "")] for name in stages.TRAJECTORY_COLUMNS])
+                  [[f"`{name}`", TRAJECTORY_COLUMN_DOCS.get(name, "")] for name in files.TRAJECTORY_COLUMNS])
 
 
 def dln_minimisers() -> str:

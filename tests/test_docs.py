@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from normsharp import stages
+from normsharp import analysis, files
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("docs_generate", REPO / "docs/generate.py")
@@ -41,8 +41,8 @@ def test_a_stale_section_is_found_and_rewritten(tmp_path):
 
 
 def test_every_run_column_is_described_and_every_description_is_a_column():
-    code, described = set(stages.RUN_COLUMNS), set(generate.RUN_COLUMN_DOCS)
-    assert set(stages.GAP_COLUMNS) <= code
+    code, described = set(analysis.RUN_COLUMNS), set(generate.RUN_COLUMN_DOCS)
+    assert set(analysis.GAP_COLUMNS) <= code
     assert not code - described, f"columns without a description in docs/generate.py RUN_COLUMN_DOCS: " \
                                  f"{sorted(code - described)}; add them, then {FIX}"
     assert not described - code, f"described columns that the code does not have: {sorted(described - code)}"
@@ -56,12 +56,12 @@ def test_extra_run_columns_are_written_by_the_library():
     grid_keys = {f"eta_{k}" for k in schema["definitions"]["eta_grid"]["properties"] if k != "refine"}
     assert "f\"eta_{k}\"" in source  # train_gd records the grid point under eta_<key>
     for name in generate.EXTRA_RUN_COLUMNS:
-        assert name not in stages.RUN_COLUMNS, f"{name} is in RUN_COLUMNS: describe it in RUN_COLUMN_DOCS only"
+        assert name not in analysis.RUN_COLUMNS, f"{name} is in RUN_COLUMNS: describe it in RUN_COLUMN_DOCS only"
         assert re.search(rf"\b{name}\b", source) or name in grid_keys, f"no code writes the column {name!r}"
 
 
 def test_every_trajectory_column_is_described():
-    code, described = set(stages.TRAJECTORY_COLUMNS), set(generate.TRAJECTORY_COLUMN_DOCS)
+    code, described = set(files.TRAJECTORY_COLUMNS), set(generate.TRAJECTORY_COLUMN_DOCS)
     assert code == described, f"TRAJECTORY_COLUMNS {sorted(code)} vs described {sorted(described)}; {FIX}"
 
 

@@ -62,8 +62,8 @@ def run(workdir: Path, *args: str) -> str:
 
 def kill_when_checkpointed(workdir: Path, run_dir: str) -> None:
     """Start the workflow for ``run_dir`` and SIGKILL its whole process group once it has a checkpoint."""
-    proc = subprocess.Popen(snakemake_args(workdir, f"{run_dir}/result.json"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(snakemake_args(workdir, f"{run_dir}/result.json"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoint = workdir / run_dir / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists():

@@ -128,7 +128,8 @@ def transitions(runs: pd.DataFrame, tol: float = 0.1) -> pd.Series:
     import pandas as pd
 
     gd = runs[(runs.method == "gd") & (runs.status == "converged")]
-    per_key = {key: eta_transition(g.eta, g.sharpness, g.eta_c.iloc[0], tol) for key, g in gd.groupby(["setup", "seed"])}
+    per_key = {key: eta_transition(g.eta, g.sharpness, g.eta_c.iloc[0], tol)
+               for key, g in gd.groupby(["setup", "seed"])}
     return pd.Series([per_key.get((s, seed), math.nan) for s, seed in zip(runs.setup, runs.seed)], index=runs.index,
                      dtype="float64")
 

@@ -71,7 +71,8 @@ class Checkpoint:
             old = saved.get("settings", {})
             changed = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
             raise CheckpointMismatch(
-                f"checkpoint {self.path} was written by a run with other settings (differing: {', '.join(changed) or '?'}); "
+                f"checkpoint {self.path} was written by a run with other settings "
+                f"(differing: {', '.join(changed) or '?'}); "
                 "delete it to start this run afresh, or restore the settings it was written with"
             )
         if saved.get("format", 1) > FORMAT:
