@@ -8,7 +8,10 @@ def refine_input(name):
 
     def files(wildcards):
         runs = runs_after(wildcards.setup, wildcards.seed, int(wildcards.round) - 1)
-        return [f"{R}/{wildcards.setup}/seed{wildcards.seed}/{run}/{name}.json" for run in runs]
+        return [
+            f"{R}/{wildcards.setup}/seed{wildcards.seed}/{run}/{name}.json"
+            for run in runs
+        ]
 
     return files
 
