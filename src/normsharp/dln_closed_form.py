@@ -1,5 +1,7 @@
-"""The closed forms of the diagonal linear network on its zero-loss set M: the instance, L, its Hessian, S, ‖w‖
-and G, the three minimisers, and M itself for d = 2 (:mod:`normsharp.theory` states the setting).
+"""Closed forms of the diagonal linear network on its zero-loss set M: L, its Hessian, S, ‖w‖, G and the three
+minimisers, exact.
+
+The setting (f_w, the training point, M) is stated in :mod:`normsharp.theory`; M is drawn as a curve for d = 2.
 
 On M, with J = ∇_w f = D w^{⊙(D−1)} ⊙ x:
   * Hessian ∇²L = J Jᵀ + r·diag(D(D−1) w^{⊙(D−2)} ⊙ x), r = f − y; at r = 0 it is J Jᵀ, so

@@ -1,5 +1,6 @@
-"""The shipped instances of the diagonal linear network, the ``single_point`` dataset built from one, the exact
-evaluation of a run's end point, and the table of their minimisers in the docs.
+"""The shipped diagonal-network instances, the ``single_point`` dataset, and the exact value of a run's end point.
+
+Also the table of the instances' minimisers that docs/diagonal-linear-network.md shows (:func:`markdown_table`).
 """
 
 from __future__ import annotations

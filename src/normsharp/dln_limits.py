@@ -1,5 +1,4 @@
-"""Where the dynamics end on the zero-loss set M of the diagonal linear network: the gradient-flow limit from
-w₀ = α·1, and for d = 2 the edge-of-stability point, where S = 2/η.
+"""Where the dynamics end on the diagonal linear network's zero-loss set M: the gradient-flow limit, the EoS point.
 
 Gradient flow ends at a closed form (up to one scalar root), close to the norm minimiser β_N for small α; GD
 with η beyond η_c = 2/s_GF ends near the point of M with S = 2/η, so η moves the end point from β_N toward the

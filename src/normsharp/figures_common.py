@@ -47,8 +47,9 @@ def figure(name: str, rows: int = 1):
     """Register ``draw(study, axes, setup)`` as the figure ``name`` (a name of normsharp.registry.FIGURES)."""
 
     def register(draw):
-        if name in DRAWINGS:
-            raise ValueError(f"figure {name!r} is registered twice")
+        known = DRAWINGS.get(name)
+        if known and (known.draw.__module__, known.draw.__qualname__) != (draw.__module__, draw.__qualname__):
+            raise ValueError(f"figure {name!r} is drawn by {known.draw.__module__}.{known.draw.__qualname__} already")
         DRAWINGS[name] = Figure(rows, draw)
         return draw
 

@@ -1,5 +1,6 @@
-"""The figures of the diagonal-linear-network counter-example: the GD end points against the closed forms on the
-zero-loss set M (:mod:`normsharp.theory`), drawn for setups on ``single_point`` data with a ``diagonal_linear`` model.
+"""The figures of the diagonal-linear-network counter-example: GD end points against the closed forms on M.
+
+Drawn for the setups on ``single_point`` data with a ``diagonal_linear`` model, against :mod:`normsharp.theory`.
 """
 
 from __future__ import annotations

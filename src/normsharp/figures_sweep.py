@@ -1,7 +1,8 @@
-"""The figures of a learning-rate sweep, one column of panels per setup: sharpness, norms and test loss against
-η/η_c, the sharpness–norm trade-off, the phase diagram, the gap to the gradient flow, and trajectories.
+"""The figures of a learning-rate sweep, one column of panels per setup, mostly against η/η_c.
 
-Each is registered with :func:`normsharp.figures_common.figure` under its name in normsharp.registry.FIGURES.
+Sharpness, norms and test loss against η/η_c, the sharpness–norm trade-off, the phase diagram, the gap to the
+gradient flow, and trajectories against the step. Each is registered with :func:`normsharp.figures_common.figure`
+under its name in normsharp.registry.FIGURES.
 """
 
 from __future__ import annotations
