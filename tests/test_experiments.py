@@ -13,7 +13,8 @@ import yaml
 from conftest import REPO, job_counts, snakemake
 from fake_image_data import write_fake_cifar10, write_fake_mnist
 
-from normsharp.plots import sharpness_vs_eta
+from normsharp.figures_common import Study
+from normsharp.figures_sweep import sharpness_vs_eta
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]  # nine dry runs in one process; a reduced sweep
 # The paper's eight network studies; diagonal-linear.yaml (one deterministic init, closed forms) has its own
@@ -124,6 +125,6 @@ def test_reduced_architectures_run_end_to_end(reduced_run):
 def test_two_seeds_give_a_band(reduced_run):
     runs = pd.read_parquet(reduced_run / "results/reduced/runs.parquet")
     fig, ax = plt.subplots()
-    sharpness_vs_eta(runs, ax, "cifar10-5k-vit")  # two seeds: mean line with a min–max band
+    sharpness_vs_eta(Study(runs), [ax], "cifar10-5k-vit")  # two seeds: mean line with a min–max band
     assert len(ax.collections) == 1 and len(ax.collections[0].get_paths()[0].vertices) > 4
     plt.close(fig)

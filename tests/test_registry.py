@@ -60,8 +60,10 @@ def test_theory_ships_the_registry_instances_in_order():
 
 def test_plots_draw_the_registry_figures():
     from normsharp import plots
+    from normsharp.figures_common import DRAWINGS
 
     assert plots.FIGURES is registry.FIGURES and plots.DIAGONAL_FIGURES is registry.DIAGONAL_FIGURES
+    assert set(DRAWINGS) == set(registry.FIGURES)  # every listed figure has a drawing, every drawing a name
     assert not set(registry.FIGURES) & set(registry.DIAGONAL_FIGURES)
 
 

@@ -1,0 +1,155 @@
+"""The figures of a learning-rate sweep, one column of panels per setup, mostly against η/η_c.
+
+Sharpness, norms and test loss against η/η_c, the sharpness–norm trade-off, the phase diagram, the gap to the
+gradient flow, and trajectories against the step. Each is registered with :func:`normsharp.figures_common.figure`
+under its name in normsharp.registry.FIGURES.
+"""
+
+from __future__ import annotations
+
+import matplotlib.colors
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .figures_common import Study, band, figure, plain_log, ratio_axis, setup_runs, transition
+
+
+def _two_over_eta(ax, gd):
+    """2/η against η/η_c: s_GF/(η/η_c) at the seeds' mean s_GF."""
+    r = np.geomspace(gd.eta_over_eta_c.min(), gd.eta_over_eta_c.max(), 100)
+    ax.plot(r, gd.s_gf.mean() / r, "k--", lw=1, label="2/η")
+
+
+@figure("sharpness_vs_eta", rows=1)
+def sharpness_vs_eta(study: Study, axes, setup: str):
+    """Final sharpness of GD against η/η_c, with 2/η, the flow's final S and the observed transition."""
+    ax = axes[0]
+    gd, gf = setup_runs(study.runs, setup)
+    band(ax, gd, "sharpness", "GD final S")
+    _two_over_eta(ax, gd)
+    ax.axhline(gf.sharpness.mean(), color="C2", ls="-.", lw=1, label="GF final S")
+    transition(ax, gd)
+    ratio_axis(ax, gd.eta_c.mean())
+    ax.set_yscale("log")
+    plain_log(ax.yaxis)
+    ax.set(ylabel="sharpness S", title=setup)
+
+
+@figure("norms_vs_eta", rows=2)
+def norms_vs_eta(study: Study, axes, setup: str):
+    """Final ℓ1 and ℓ2 norms of θ against η/η_c, the flow's dash-dotted."""
+    gd, gf = setup_runs(study.runs, setup)
+    for ax, col, name in zip(axes, ("l1_norm", "l2_norm"), ("ℓ1", "ℓ2")):
+        band(ax, gd, col, f"GD {name} norm")
+        ax.axhline(gf[col].mean(), color="C2", ls="-.", lw=1, label=f"GF {name} norm")
+        ratio_axis(ax, gd.eta_c.mean())
+        ax.set(ylabel=f"{name} norm of θ", title=setup)
+
+
+@figure("test_loss_vs_eta", rows=1)
+def test_loss_vs_eta(study: Study, axes, setup: str):
+    """Final test loss against η/η_c, the flow's dash-dotted."""
+    ax = axes[0]
+    gd, gf = setup_runs(study.runs, setup)
+    band(ax, gd, "test_loss", "GD test loss")
+    ax.axhline(gf.test_loss.mean(), color="C2", ls="-.", lw=1, label="GF test loss")
+    ratio_axis(ax, gd.eta_c.mean())
+    ax.set(ylabel="test loss", title=setup)
+
+
+@figure("sharpness_norm_tradeoff", rows=1)
+def sharpness_norm_tradeoff(study: Study, axes, setup: str):
+    """Final sharpness against final ℓ1 norm, GD ends coloured by η/η_c, the flow's end a hollow star."""
+    ax = axes[0]
+    gd, gf = setup_runs(study.runs, setup)
+    gd = gd[gd.status != "diverged"]
+    # the GF end hollow and beneath: flow-aligned GD ends lie on it and must stay visible
+    ax.plot(gf.l1_norm, gf.sharpness, "*", mfc="none", mec="C3", mew=1.5, ms=18, zorder=1, label="GF end")
+    sc = ax.scatter(gd.l1_norm, gd.sharpness, c=gd.eta_over_eta_c, cmap="viridis",
+                    norm=matplotlib.colors.LogNorm(), marker="o", s=30, zorder=3, label="GD end")
+    capped = gd[gd.status == "max_steps"]
+    if len(capped):
+        ax.scatter(capped.l1_norm, capped.sharpness, facecolors="none", edgecolors="k", marker="s", s=60,
+                   label="max_steps")
+    bar = plt.colorbar(sc, ax=ax, label="η / η_c")
+    plain_log(bar.ax.yaxis, subs=(1.0, 1.5, 2.0, 3.0, 5.0))
+    ax.set_yscale("log")
+    plain_log(ax.yaxis)
+    ax.set(xlabel="ℓ1 norm of θ", ylabel="sharpness S", title=setup)
+
+
+@figure("phase_diagram", rows=3)
+def phase_diagram(study: Study, axes, setup: str):
+    """The paper's main figure: final S, ℓ1 norm and test loss against η/η_c, GF values dash-dotted."""
+    gd, gf = setup_runs(study.runs, setup)
+    for ax, column, ylabel in zip(axes, ("sharpness", "l1_norm", "test_loss"),
+                                  ("sharpness S", "ℓ1 norm of θ", "test loss")):
+        band(ax, gd, column, "GD end")
+        ax.axhline(gf[column].mean(), color="C2", ls="-.", lw=1, label="GF end")
+        transition(ax, gd)
+        ratio_axis(ax, gd.eta_c.mean())
+        ax.set_ylabel(ylabel)
+    _two_over_eta(axes[0], gd)
+    axes[0].set_yscale("log")
+    plain_log(axes[0].yaxis)
+    axes[0].set_title(setup)
+
+
+@figure("gap_to_flow", rows=3)
+def gap_to_flow(study: Study, axes, setup: str):
+    """How far GD ends from the gradient flow's end point, against η/η_c."""
+    gd, gf = setup_runs(study.runs, setup)
+    at_flow = gf.set_index("seed").reindex(gd.seed)
+    gd = gd.assign(rel_sharpness_gap=gd.sharpness_gap_gf / at_flow.sharpness.to_numpy(),
+                   loss_gap_percent=100 * gd.train_loss_gap_gf / at_flow.train_loss.to_numpy())
+    panels = (("rel_dist_to_gf", "‖θ − θ_GF‖ / ‖θ_GF − θ₀‖", True),
+              ("rel_sharpness_gap", "(S − S_GF) / S_GF", False),
+              ("loss_gap_percent", "(L − L_GF) / L_GF in %\n(final train loss)", False))
+    for ax, (column, ylabel, log) in zip(axes, panels):
+        band(ax, gd, column, "GD")
+        if log:
+            ax.set_yscale("log")
+            plain_log(ax.yaxis)
+        else:
+            ax.axhline(0.0, color="C2", ls="-.", lw=1, label="GF")
+        transition(ax, gd)
+        ratio_axis(ax, gd.eta_c.mean())
+        ax.set_ylabel(ylabel)
+    r = np.geomspace(gd.eta_over_eta_c.min(), gd.eta_over_eta_c.max(), 100)
+    axes[1].plot(r, np.minimum(1 / r - 1, 0), "k--", lw=1, label="(2/η) / S_GF − 1")
+    axes[0].set_title(setup)
+
+
+@figure("trajectories", rows=3)
+def trajectories(study: Study, axes, setup: str):
+    """Train loss, sharpness and (where recorded) test loss along the GD runs whose η/η_c is nearest each
+    ratio of the ``trajectory_ratios`` option (seed: the first), against the step; dashed: 2/η in the run's colour."""
+    runs, traj = study.runs, study.trajectories
+    ratios = study.options.get("trajectory_ratios", [0.5, 1.0, 2.0, 4.0])
+    gd = runs[(runs.setup == setup) & (runs.method == "gd") & (runs.status != "diverged")]
+    seed = gd.seed.min()
+    gd = gd[gd.seed == seed]
+    picked = sorted({int((gd.eta_over_eta_c - r).abs().to_numpy().argmin()) for r in ratios},
+                    key=lambda i: gd.eta.iloc[i])
+    has_test = "test_loss" in traj and traj.test_loss.notna().any()
+    for i, row in enumerate(gd.iloc[picked].itertuples()):
+        t = traj[(traj.setup == setup) & (traj.seed == seed) & (traj.method == "gd") & np.isclose(traj.eta, row.eta)]
+        label = f"η = {row.eta_over_eta_c:.3g} η_c"
+        axes[0].plot(t.step, t.train_loss, color=f"C{i}", lw=1, label=label)
+        s = t[t.sharpness.notna()]
+        axes[1].plot(s.step, s.sharpness, ".-", color=f"C{i}", lw=0.8, ms=2)
+        axes[1].axhline(2 / row.eta, color=f"C{i}", ls="--", lw=0.8)
+        if has_test and len(axes) > 2:
+            e = t[t.test_loss.notna()]
+            axes[2].plot(e.step, e.test_loss, color=f"C{i}", lw=1)
+    axes[0].set(yscale="log", ylabel="train loss", title=f"{setup} (seed {seed})")
+    plain_log(axes[0].yaxis)
+    axes[1].set(ylabel="sharpness S (dashed: 2/η)")
+    if len(axes) > 2:
+        axes[2].set(ylabel="test loss")
+        if not has_test:
+            axes[2].text(0.5, 0.5, "no test loss recorded\n(gd.test_every = 0)", ha="center", va="center",
+                         transform=axes[2].transAxes, color="grey")
+    for ax in axes:
+        ax.set_xlim(left=0)
+        ax.set_xlabel("GD step")
