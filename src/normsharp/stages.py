@@ -135,7 +135,7 @@ def _write_run(out: Path, res, record: dict, ck: Checkpoint) -> None:
 def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dict, identity: dict, out_dir) -> None:
     """The gradient-flow reference: s_GF, η_c = 2/s_GF, t_ε, final θ and trajectory."""
     from .checkpoint import Checkpoint
-    from .dynamics import run_gradient_flow
+    from .flow import run_gradient_flow
 
     out = Path(out_dir)
     p = Problem(data_path, init_path, loss, numerics)
