@@ -11,9 +11,9 @@ import torch
 from normsharp.checkpoint import Checkpoint
 from normsharp.data import load_data
 from normsharp.dynamics import CONVERGED, DIVERGED, MAX_STEPS, run_gd
-from normsharp.flow import FlowResult, run_gradient_flow
 from normsharp.eigen import sharpness
 from normsharp.errors import CheckpointMismatch
+from normsharp.flow import FlowResult, run_gradient_flow
 from normsharp.models import build_model
 from normsharp.objective import NetObjective, Quadratic
 

@@ -1,8 +1,8 @@
 """The workflow's stages: each reads its input files, calls the library or the analysis, writes its outputs.
 
-Files of one run directory: ``result.json`` (status, steps, η, η_c, …), ``theta.pt`` (final θ),
-``trajectory.parquet`` (step, time, train_loss, sharpness, test_loss, test_accuracy, opt_sharpness, edge), then ``geometry.json``
-and ``test.json`` (:func:`evaluate`). Writes are atomic (:mod:`normsharp.files`).
+Files of one run directory: ``result.json`` (status, steps, η, η_c, the optimiser and its edge, …), ``theta.pt``
+(final θ), ``trajectory.parquet`` (step, time, train_loss, sharpness, test_loss, test_accuracy, opt_sharpness,
+edge), then ``geometry.json`` and ``test.json`` (:func:`evaluate`). Writes are atomic (:mod:`normsharp.files`).
 """
 
 from __future__ import annotations

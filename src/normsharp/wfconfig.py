@@ -63,8 +63,8 @@ def schema_numbers(value, schema, root_schema):
 
 
 def inherit_setups(config: dict) -> dict:
-    """Each setup, in place, takes the experiment's ``eta`` and ``optimizer`` unless it has its own, and the experiment's
-    ``gd``/``gf`` overridden key by key by its own. Values of the wrong type are left as they are, for
+    """Each setup, in place, takes the experiment's ``eta`` and ``optimizer`` unless it has its own, and the
+    experiment's ``gd``/``gf`` overridden key by key by its own. Values of the wrong type are left as they are, for
     validation to name (defaults are filled afterwards, so a setup inherits only what the user wrote)."""
     setups = config.get("setups")
     for setup in setups.values() if isinstance(setups, dict) else ():
