@@ -17,7 +17,9 @@ NEW_COLUMNS = {"optimizer": "string", "opt_sharpness": "float64", "edge": "float
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("optimizers")
-    out = snakemake(workdir, config=REDUCED)
+    # the tables only: the figures do not draw adaptive setups yet (no η_c for their η/η_c axis)
+    out = snakemake(workdir, "results/optimizers/runs.parquet", "results/optimizers/trajectories.parquet",
+                    config=REDUCED)
     assert out.returncode == 0, out.stderr[-4000:]
     return workdir
 
@@ -32,7 +34,7 @@ def test_each_optimizer_runs_and_records_its_own_edge(finished):
                                                  "sgd": "sgd", "adam": "adam"}
     assert runs[runs.method == "gf"].optimizer.isna().all()
     s_gf = gd.s_gf
-    constants = {"gd": 2.0, "momentum": 3.8, "nesterov": 3.8 / 2.8, "sgd": 2.0, "adam": 38.0}
+    constants = {"gd": 2.0, "momentum": 3.0, "nesterov": 3.0 / 2.0, "sgd": 2.0, "adam": 38.0}  # β = 0.5, β₁ = 0.9
     c = gd.setup.map(constants)
     assert np.allclose(gd.edge, c / gd.eta, rtol=1e-12)
     assert np.allclose(gd.edge_ratio, gd.opt_sharpness / gd.edge, rtol=1e-12, equal_nan=True)
@@ -42,10 +44,10 @@ def test_each_optimizer_runs_and_records_its_own_edge(finished):
     hessian = gd[gd.setup.isin(["gd", "momentum", "nesterov"])]
     assert (hessian.opt_sharpness == hessian.sharpness).all()  # no weight decay: S itself meets the edge
     adam = gd[gd.setup == "adam"]
-    assert adam.eta_c.isna().all() and adam.regime.isna().all() and sorted(adam.eta) == [0.001, 0.01]
+    assert adam.eta_c.isna().all() and adam.regime.isna().all() and sorted(adam.eta) == [0.001, 0.003]
     ok = gd[gd.status == "converged"]
     assert (ok[ok.setup.isin(["sgd", "adam"])].opt_sharpness > 0).all()  # measured in the job (batch, P⁻¹H)
-    eos = ok[ok.setup.isin(["gd", "momentum"]) & (ok.eta_over_eta_c >= 2)]
+    eos = ok[ok.setup.isin(["gd", "momentum"]) & (ok.eta_over_eta_c >= 1.5)]
     assert len(eos) == 4 and np.allclose(eos.edge_ratio, 1, atol=0.1), eos[["setup", "eta_over_eta_c", "edge_ratio"]]
     traj = pd.read_parquet(finished / "results/optimizers/trajectories.parquet")
     assert {"opt_sharpness", "edge"} <= set(traj.columns)
