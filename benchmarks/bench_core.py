@@ -52,8 +52,9 @@ from torch import nn
 torch.set_num_threads(1)
 
 from normsharp.data import load_data  # noqa: E402
-from normsharp.dynamics import DIVERGED, run_gd, run_gradient_flow  # noqa: E402
+from normsharp.dynamics import DIVERGED, run_gd  # noqa: E402
 from normsharp.eigen import _start_vector, lanczos, power_iteration  # noqa: E402
+from normsharp.flow import run_gradient_flow  # noqa: E402
 from normsharp.models import build_model  # noqa: E402
 from normsharp.objective import NetObjective  # noqa: E402
 

@@ -28,7 +28,7 @@ torch.set_num_threads(1)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from normsharp.data import load_data  # noqa: E402
-from normsharp.dynamics import run_gradient_flow  # noqa: E402
+from normsharp.flow import run_gradient_flow  # noqa: E402
 from normsharp.models import build_model  # noqa: E402
 from normsharp.objective import NetObjective  # noqa: E402
 

@@ -41,7 +41,7 @@ from results_md import write_section  # noqa: E402
 STAGE_IMPORTS = {
     "prepare_data": "torch, sklearn.datasets, normsharp.data",
     "init_model": "torch, normsharp.data, normsharp.models",
-    "gradient_flow": "torch, pyarrow.parquet, normsharp.dynamics, normsharp.models, normsharp.numerics, "
+    "gradient_flow": "torch, pyarrow.parquet, normsharp.flow, normsharp.models, normsharp.numerics, "
                      "normsharp.objective, normsharp.checkpoint",
     "train_gd": "torch, pyarrow.parquet, normsharp.dynamics, normsharp.models, normsharp.numerics, "
                 "normsharp.objective, normsharp.checkpoint",

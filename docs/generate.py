@@ -40,12 +40,13 @@ RUN_COLUMN_DOCS = {
     "seed": "init seed: θ₀ is drawn from it",
     "method": "`gd` or `gf` (the gradient-flow reference)",
     "eta": "learning rate η (NaN for `gf`)",
-    "eta_c": "η_c = 2/s_GF of the setup and seed",
+    "eta_c": "predicted η_c of the run's optimiser: c/(s_GF + shift), GD's 2/s_GF (the `gf` row's); NaN for "
+             "rmsprop/adam, which have none",
     "s_gf": "s_GF: the largest sharpness along the setup and seed's gradient flow until L < ε",
     "eta_transition": "observed transition of the setup and seed's sweep "
                       "([definition](experiments.md#observed-versus-predicted-transition)); NaN if none",
     "eta_over_eta_c": "η/η_c",
-    "regime": "`flow-aligned` (η < η_c), `eos` (η ≥ η_c), `gf` for the reference",
+    "regime": "`flow-aligned` (η < η_c), `eos` (η ≥ η_c), `gf` for the reference; NA without η_c (adaptive)",
     "status": "`converged` (L < ε), `max_steps` or `diverged`",
     "steps": "GD steps (integrator steps for `gf`)",
     "train_loss": "final training loss L(θ)",
@@ -61,7 +62,7 @@ RUN_COLUMN_DOCS = {
                  "has a closed form (`single_point` data, `diagonal_linear` model); NaN otherwise and for "
                  "non-finite end points",
     "time": "η·steps (t_ε for `gf`)",
-    "n_grad": "gradients computed by the run",
+    "n_grad": "gradients computed by the run (sgd: mini-batch gradients)",
     "n_hvp": "Hessian-vector products of the run and of its evaluation",
     "wall_seconds": "wall time of the GD or GF job",
     "dist_to_gf": "‖θ − θ_GF‖₂ to the same seed's gradient-flow end point (0 for `gf`, NaN if diverged)",
@@ -76,6 +77,12 @@ RUN_COLUMN_DOCS = {
     "device": "`cpu` or `cuda`",
     "device_name": "CPU model or GPU name",
     "dtype": "`float64` or `float32`",
+    "optimizer": "the run's optimiser (`setups.NAME.optimizer.name`; `gd` for runs written before it existed, NA "
+                 "for `gf`)",
+    "opt_sharpness": "final sharpness the optimiser's edge is met by: S + shift (gd, momentum), λ_max(P⁻¹(H + l2·I)) "
+                     "(rmsprop, adam), batch sharpness (sgd); = `sharpness` for plain GD; NaN for `gf`",
+    "edge": "the optimiser's edge c/η (GD 2/η, heavy ball (2 + 2β)/η, …); NaN for `gf`",
+    "edge_ratio": "`opt_sharpness` ÷ `edge` = S_opt·η/c: 1 at the optimiser's edge of stability",
 }
 
 # Columns outside the code's typed table: lists, and what the run files add (name: (type, description)).
@@ -88,6 +95,10 @@ EXTRA_RUN_COLUMNS = {
     "final_sharpness": ("float64", "`gf`: S at the flow's end point, from the integrator (NaN for `gd`)"),
     "eta_relative": ("float64", "the grid point as configured, a multiple of η_c (only when the sweep has one)"),
     "eta_absolute": ("float64", "the grid point as configured, an absolute η (only when the sweep has one)"),
+    "optimizer_settings": ("string", "the optimiser's settings with its defaults, as JSON (NA for `gf`)"),
+    "edge_measure": ("string", "which sharpness meets the edge: `hessian`, `preconditioned` or `batch`"),
+    "edge_constant": ("float64", "c of the edge c/η"),
+    "sharpness_shift": ("float64", "what weight decay adds to S before it meets c/η (l2 + f·decoupled)"),
 }
 
 TRAJECTORY_COLUMN_DOCS = {
@@ -97,6 +108,9 @@ TRAJECTORY_COLUMN_DOCS = {
     "sharpness": "S(θ), every `sharpness_every` steps (NaN in between)",
     "test_loss": "test loss, every `test_every` steps and at the end (NaN in between and when off)",
     "test_accuracy": "test accuracy, as `test_loss` (NaN for regression)",
+    "opt_sharpness": "the optimiser's own sharpness (as in runs.parquet) where `sharpness` is computed; NaN for "
+                     "`gf` and for runs written before it existed",
+    "edge": "the optimiser's edge c/η; NaN for `gf` and for runs written before it existed",
 }
 
 

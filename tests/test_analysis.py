@@ -128,6 +128,23 @@ def test_run_row_merges_the_records():
     assert row["top_eigenvalues"] == [4.0, 1.0] and row["sharpness_converged"] is True
 
 
+def test_own_edge_of_old_gd_records_momentum_and_adam():
+    old = run_row(*records("a", "gd", 0.8))  # written before the optimisers: plain GD
+    assert (old["optimizer"], old["opt_sharpness"], old["edge"]) == ("gd", old["sharpness"], 2 / 0.8)
+    assert old["edge_ratio"] == old["sharpness"] * 0.8 / 2
+    result, geometry, test = records("a", "gd", 0.8, sharpness=3.0)
+    momentum = {"optimizer": "momentum", "edge_measure": "hessian", "edge_constant": 3.8, "sharpness_shift": 0.1,
+                "opt_sharpness": math.nan}
+    row = run_row({**result, **momentum}, geometry, test)
+    assert row["opt_sharpness"] == 3.1 and row["edge"] == 3.8 / 0.8 and row["edge_ratio"] == 3.1 / (3.8 / 0.8)
+    adam = {"optimizer": "adam", "edge_measure": "preconditioned", "edge_constant": 38.0, "sharpness_shift": 0.0,
+            "opt_sharpness": 40.0, "eta_c": math.nan}
+    row = run_row({**result, **adam}, geometry, test)
+    assert row["opt_sharpness"] == 40.0 and row["edge_ratio"] == 40.0 * 0.8 / 38 and row["regime"] is None
+    gf = run_row(*records("a", "gf", math.nan))
+    assert gf["optimizer"] is None and math.isnan(gf["edge"]) and math.isnan(gf["edge_ratio"])
+
+
 def test_runs_frame_types_orders_and_adds_transition_and_gaps():
     sweep = [records("a", "gd", eta, sharpness=s) for eta, s in zip(ETA, S)]
     rows = [run_row(*r) for r in [*reversed(sweep), records("a", "gf", math.nan, sharpness=4.0),
@@ -151,7 +168,9 @@ def test_trajectories_frame_leads_each_run_with_its_keys():
     rows = [run_row(*records("a", "gf", math.nan)), run_row(*records("a", "gd", 0.8))]
     steps = [pd.DataFrame({"step": [0, 1], "train_loss": [1.0, 0.5]}), pd.DataFrame({"step": [0], "train_loss": [1.0]})]
     traj = trajectories_frame(rows, steps)
-    assert list(traj.columns) == ["eta", "method", "seed", "setup", "experiment", "step", "train_loss"]
+    assert list(traj.columns) == ["eta", "method", "seed", "setup", "experiment", "step", "train_loss", "time",
+                                  "sharpness", "test_loss", "test_accuracy", "opt_sharpness", "edge"]
+    assert traj.opt_sharpness.isna().all()  # a column its files lack (written before it existed) is NaN
     assert list(traj.method) == ["gf", "gf", "gd"] and traj.eta.isna().tolist() == [True, True, False]
     assert str(traj.setup.dtype) == "string" and str(traj.seed.dtype) == "int64"
     assert list(steps[0].columns) == ["step", "train_loss"]  # the inputs are left as they were

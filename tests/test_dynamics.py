@@ -10,11 +10,13 @@ import torch
 
 from normsharp.checkpoint import Checkpoint
 from normsharp.data import load_data
-from normsharp.dynamics import CONVERGED, DIVERGED, MAX_STEPS, FlowResult, run_gd, run_gradient_flow
+from normsharp.dynamics import CONVERGED, DIVERGED, MAX_STEPS, run_gd
 from normsharp.eigen import sharpness
 from normsharp.errors import CheckpointMismatch
+from normsharp.flow import FlowResult, run_gradient_flow
 from normsharp.models import build_model
 from normsharp.objective import NetObjective, Quadratic
+from normsharp.optimizers import GD, SGD, Adam, Momentum, RMSProp, minibatch_indices
 
 
 def spd(dim=6, seed=0, top=4.0):
@@ -51,6 +53,115 @@ def test_gd_above_two_over_lambda_max_diverges_with_a_status():
 def test_gd_stops_at_max_steps():
     res = run_gd(Quadratic(spd()), torch.ones(6, dtype=torch.float64), 0.01, loss_threshold=1e-9, max_steps=25)
     assert res.status == MAX_STEPS and res.steps == 25
+
+
+class LeastSquares:
+    """L(θ) = (1/2n)‖Xθ‖² over n examples (rows of X): a quadratic with Hessian XᵀX/n that mini-batch SGD can
+    split into batches, L_B(θ) = (1/2|B|)‖X_Bθ‖²."""
+
+    def __init__(self, x):
+        self.x, self.n, self.dim = x, x.shape[0], x.shape[1]
+
+    def loss(self, theta):
+        r = self.x @ theta
+        return 0.5 * (r @ r) / self.n
+
+    def loss_and_grad(self, theta):
+        r = self.x @ theta
+        return 0.5 * (r @ r) / self.n, self.x.T @ r / self.n
+
+    def in_place_gradient(self, theta):
+        return lambda: self.loss_and_grad(theta)
+
+    def hessian_at(self, theta):
+        return lambda v: self.x.T @ (self.x @ v) / self.n
+
+    def subset(self, indices):
+        return LeastSquares(self.x[indices])
+
+
+# Each optimiser whose edge is a fixed threshold on λ_max(H) (+ shift): run_gd with it on a quadratic converges
+# just below η* = c/(λ_max + shift) and diverges just above. SGD with batch = n is full-batch (its edge then is
+# the heavy-ball one); RMSProp/Adam have no fixed threshold on H (their P moves): tests/test_optimizers.py
+# checks their edge with the preconditioner frozen.
+THRESHOLD_OPTIMIZERS = {
+    "gd": GD(), "gd-l2": GD(l2=0.5), "gd-decoupled": GD(decoupled_weight_decay=0.3),
+    "momentum": Momentum(beta=0.9), "nesterov": Momentum(beta=0.9, nesterov=True),
+    "momentum-decoupled": Momentum(beta=0.5, decoupled_weight_decay=0.2),
+    "sgd-full-batch": SGD(batch_size=12), "sgd-full-batch-momentum": SGD(batch_size=12, momentum=0.5),
+}
+
+
+@pytest.mark.parametrize("opt", THRESHOLD_OPTIMIZERS.values(), ids=THRESHOLD_OPTIMIZERS.keys())
+def test_run_gd_with_each_optimizer_converges_below_and_diverges_above_its_threshold(opt):
+    x = torch.randn(12, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    objective = LeastSquares(x)
+    top = float(torch.linalg.eigvalsh(x.T @ x / 12)[-1])
+    eta_star = opt.critical_lr(top)
+    theta0 = torch.ones(6, dtype=torch.float64)
+    runs = {margin: run_gd(objective, theta0, eta_star * (1 + margin), loss_threshold=1e-8, max_steps=200_000,
+                           sharpness_every=50, optimizer=opt) for margin in (-1e-3, 1e-3)}
+    assert runs[-1e-3].status == CONVERGED and runs[1e-3].status == DIVERGED
+    row = next(r for r in runs[-1e-3].trajectory if r["step"] == 50)  # own sharpness and edge along the way
+    assert row["opt_sharpness"] == pytest.approx(top + opt.sharpness_shift, rel=1e-6)
+    assert row["edge"] == opt.threshold(eta_star * (1 - 1e-3))
+
+
+def test_plain_gd_through_the_optimizer_is_the_default_run_bit_for_bit():
+    a = spd()
+    plain = run_gd(Quadratic(a), torch.ones(6, dtype=torch.float64), 0.3, loss_threshold=1e-9, max_steps=10_000,
+                   sharpness_every=7)
+    same = run_gd(Quadratic(a), torch.ones(6, dtype=torch.float64), 0.3, loss_threshold=1e-9, max_steps=10_000,
+                  sharpness_every=7, optimizer=GD())
+    assert torch.equal(plain.theta, same.theta) and plain.steps == same.steps
+    assert _same_rows(plain.trajectory, same.trajectory)
+    rows = [r for r in plain.trajectory if not math.isnan(r["sharpness"])]
+    assert rows and all(r["opt_sharpness"] == r["sharpness"] and r["edge"] == 2 / 0.3 for r in rows)
+
+
+def test_sgd_checks_the_full_loss_every_epoch_and_draws_its_batches_from_the_seed():
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    objective, theta0 = LeastSquares(x), torch.ones(5, dtype=torch.float64)
+    opt = SGD(batch_size=12)  # 4 batches per epoch, the last of 4 examples
+
+    def run(seed, **kwargs):
+        return run_gd(objective, theta0, 0.2, loss_threshold=1e-4, max_steps=100_000, log_every=1000,
+                      optimizer=opt, seed=seed, **kwargs)
+
+    res = run(seed=5)
+    assert res.status == CONVERGED and res.steps % 4 == 0  # stopped at an epoch's start, where L is checked
+    assert res.train_loss == pytest.approx(float(objective.loss(res.theta)), rel=1e-14) and res.train_loss < 1e-4
+    theta = theta0.clone()  # the same run by hand: θ ← θ − η∇L_B(θ), B = minibatch_indices(n, b, seed, k)
+    for k in range(res.steps):
+        theta.add_(objective.subset(minibatch_indices(40, 12, 5, k)).loss_and_grad(theta)[1], alpha=-0.2)
+    assert torch.equal(theta, res.theta)
+    assert not torch.equal(run(seed=6).theta, res.theta)
+    assert run_gd(objective, theta0, 20.0, loss_threshold=1e-4, max_steps=1000, optimizer=opt).status == DIVERGED
+    measured = run(seed=5, sharpness_every=8, batch_sharpness_batches=3)
+    assert torch.equal(measured.theta, res.theta)  # measuring changes nothing
+    row = measured.trajectory[0]
+    batches = [objective.subset(minibatch_indices(40, 12, 5, j)) for j in range(3)]  # epoch 0's full batches
+    ratios = [float(g @ b.hessian_at(theta0)(g) / (g @ g)) for b in batches for g in [b.loss_and_grad(theta0)[1]]]
+    assert row["opt_sharpness"] == pytest.approx(sum(ratios) / 3, rel=1e-12)
+    assert measured.extra["opt_sharpness"] > 0
+
+
+def test_adaptive_runs_record_their_preconditioned_sharpness():
+    a = spd()
+    opt = Adam(beta1=0.9, beta2=0.999, eps=1e-8)
+    res = run_gd(Quadratic(a), torch.ones(6, dtype=torch.float64), 0.01, loss_threshold=1e-6, max_steps=20_000,
+                 sharpness_every=10, optimizer=opt)
+    assert res.status == CONVERGED
+    rows = [r for r in res.trajectory if not math.isnan(r["sharpness"])]
+    assert math.isnan(rows[0]["opt_sharpness"]) and rows[0]["step"] == 0  # no preconditioner before the first step
+    assert all(r["opt_sharpness"] > 0 and r["edge"] == opt.threshold(0.01) for r in rows[1:])
+    state, k = res.extra["optimizer_state"], res.steps - 1
+    p = opt.preconditioner(state, k)
+    exact = float(torch.linalg.eigvalsh(a / torch.outer(p.sqrt(), p.sqrt()))[-1])
+    assert res.extra["opt_sharpness"] == pytest.approx(exact, rel=1e-6)
+    rms = run_gd(Quadratic(a), torch.ones(6, dtype=torch.float64), 0.001, loss_threshold=1e-6, max_steps=50_000,
+                 optimizer=RMSProp())
+    assert rms.status == CONVERGED and rms.extra["opt_sharpness"] > 0
 
 
 @pytest.mark.parametrize("method", ["gd", "gf"])
@@ -239,24 +350,33 @@ class Interrupt(Exception):
 
 
 class KilledAfter:
-    """Wraps an objective and raises after ``calls`` gradient evaluations, like a kill mid-run."""
+    """Wraps an objective and raises after ``calls`` gradient evaluations (its mini-batches' included), like a
+    kill mid-run."""
 
-    def __init__(self, objective, calls):
-        self.objective, self.calls, self.dim = objective, calls, objective.dim
+    def __init__(self, objective, calls, counter=None):
+        self.objective, self.dim, self.n = objective, objective.dim, getattr(objective, "n", None)
+        self.counter = [calls] if counter is None else counter
+
+    def _tick(self):
+        self.counter[0] -= 1
+        if self.counter[0] < 0:
+            raise Interrupt
 
     def loss_and_grad(self, theta):
-        self.calls -= 1
-        if self.calls < 0:
-            raise Interrupt
+        self._tick()
         return self.objective.loss_and_grad(theta)
+
+    def loss(self, theta):
+        return self.objective.loss(theta)
+
+    def subset(self, indices):
+        return KilledAfter(self.objective.subset(indices), 0, self.counter)
 
     def in_place_gradient(self, theta):
         step = self.objective.in_place_gradient(theta)
 
         def counted():
-            self.calls -= 1
-            if self.calls < 0:
-                raise Interrupt
+            self._tick()
             return step()
 
         return counted
@@ -265,11 +385,25 @@ class KilledAfter:
         return self.objective.hessian_at(theta)
 
 
+# The optimisers of the resume test, with an η each converges at on the small digits net.
+RESUMED_OPTIMIZERS = {
+    "momentum": (Momentum(beta=0.9), 0.05),
+    "nesterov": (Momentum(beta=0.5, nesterov=True), 0.1),
+    "sgd": (SGD(batch_size=16), 0.3),
+    "adam": (Adam(l2=1e-3), 0.01),
+}
+
+
 def resumable_run(method, theta0):
-    """GD (η = 0.3, S every 20 steps) or GF by ``method`` on a small digits net, checkpointing as it is told."""
+    """GD (η = 0.3, S every 20 steps), another optimiser or GF by ``method`` on a small digits net, checkpointing
+    as it is told."""
     kwargs = {"loss_threshold": 0.05, "max_steps": 5000, "log_every": 5}
     if method == "gd":
         return lambda o, ck: run_gd(o, theta0, 0.3, sharpness_every=20, checkpoint=ck, **kwargs)
+    if method in RESUMED_OPTIMIZERS:
+        opt, eta = RESUMED_OPTIMIZERS[method]
+        return lambda o, ck: run_gd(o, theta0, eta, sharpness_every=20, checkpoint=ck, optimizer=opt, seed=3,
+                                    batch_sharpness_batches=2, **kwargs)
     return lambda o, ck: run_gradient_flow(o, theta0, method=method, sharpness_every=3, checkpoint=ck, **kwargs)
 
 
@@ -281,12 +415,19 @@ def assert_same_run(resumed, whole):
     assert resumed.time == whole.time and torch.equal(resumed.sharpness_vector, whole.sharpness_vector)
     if isinstance(whole, FlowResult):
         assert (resumed.s_gf, resumed.final_sharpness) == (whole.s_gf, whole.final_sharpness)
+    else:
+        mine, theirs = resumed.extra["optimizer_state"], whole.extra["optimizer_state"]
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+        if "opt_sharpness" in whole.extra:
+            a, b = resumed.extra["opt_sharpness"], whole.extra["opt_sharpness"]
+            assert a == b or (math.isnan(a) and math.isnan(b))
 
 
-KINDS = {"gd": "GDState", "rk4": "FlowState", "rkc": "RKCState"}
+KINDS = {"gd": "GDState", "rk4": "FlowState", "rkc": "RKCState", "momentum": "OptimizerState",
+         "nesterov": "OptimizerState", "sgd": "GDState", "adam": "OptimizerState"}
 
 
-@pytest.mark.parametrize("method", ["gd", "rk4", "rkc"])
+@pytest.mark.parametrize("method", ["gd", "rk4", "rkc", *RESUMED_OPTIMIZERS])
 def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path, method):
     """Killed at a third and again at two thirds of its gradients, each time resumed from its checkpoint
     (the second from one a resumed run wrote), the run ends exactly as the uninterrupted one."""
@@ -361,7 +502,8 @@ def test_a_checkpoint_this_run_cannot_resume_is_refused_with_the_reason(tmp_path
 
 
 def _same_rows(a, b):
-    """Rows equal, NaN equal to NaN."""
-    return len(a) == len(b) and all(
-        x.keys() == y.keys() and all(x[k] == y[k] or (math.isnan(x[k]) and math.isnan(y[k])) for k in x)
-        for x, y in zip(a, b))
+    """Rows equal, NaN equal to NaN (other values compared only by ==)."""
+    def same(u, v):
+        return u is v or u == v or (isinstance(u, float) and isinstance(v, float) and math.isnan(u) and math.isnan(v))
+
+    return len(a) == len(b) and all(x.keys() == y.keys() and all(same(x[k], y[k]) for k in x) for x, y in zip(a, b))

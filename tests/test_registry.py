@@ -67,8 +67,13 @@ def test_plots_draw_the_registry_figures():
     assert not set(registry.FIGURES) & set(registry.DIAGONAL_FIGURES)
 
 
-def test_optimisers_list_gd():
-    assert "gd" in registry.OPTIMISERS
+def test_the_registry_optimisers_are_the_classes_of_normsharp_optimizers():
+    from normsharp.optimizers import OPTIMIZERS
+
+    assert list(registry.OPTIMISERS) == list(OPTIMIZERS)
+    assert all(cls.name == name for name, cls in OPTIMIZERS.items())
+    described = SCHEMA["definitions"]["optimizer"]["properties"]["name"]["description"]
+    assert all(name in described for name in OPTIMIZERS)
 
 
 def _setup(config: str) -> dict:

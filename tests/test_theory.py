@@ -13,8 +13,9 @@ from scipy.optimize import minimize, minimize_scalar
 
 from normsharp import theory
 from normsharp.architectures import DiagonalLinear
-from normsharp.dynamics import run_gd, run_gradient_flow
+from normsharp.dynamics import run_gd
 from normsharp.errors import ConfigError
+from normsharp.flow import run_gradient_flow
 from normsharp.models import FlatModel, build_model
 from normsharp.objective import NetObjective
 

@@ -176,6 +176,9 @@ def equivalent_configs() -> dict[str, str]:
     integers["eta"]["relative"] = [0.5, 2, 40]
     integers["gd"].update(max_steps=20000.0, checkpoint_every=500.0)  # integral floats at integer places
     integers["gf"].update(alpha=1)
+    plain_gd = copy.deepcopy(REDUCED)  # the default optimiser written out, at the top and in a setup
+    plain_gd["optimizer"] = {"name": "gd"}
+    plain_gd["setups"]["b"]["optimizer"] = {"name": "gd", "l2": 0, "decoupled_weight_decay": 0.0}
     plain = yaml.safe_dump(REDUCED, sort_keys=False, default_flow_style=None)
     assert plain.count("loss_threshold: 0.05") == 2
     return {
@@ -189,6 +192,7 @@ def equivalent_configs() -> dict[str, str]:
         "defaults written out": yaml.safe_dump(defaults, sort_keys=False, default_flow_style=None),
         "loss_threshold: 5e-2 (a string to PyYAML)": plain.replace("loss_threshold: 0.05", "loss_threshold: 5e-2"),
         "1 for 1.0, 2 for 2.0": yaml.safe_dump(integers, sort_keys=False, default_flow_style=None),
+        "optimizer: plain GD written out": yaml.safe_dump(plain_gd, sort_keys=False, default_flow_style=None),
     }
 
 

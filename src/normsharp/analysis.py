@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .files import TRAJECTORY_COLUMNS
 from .provenance import COLUMNS as PROVENANCE_COLUMNS
 
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ RUN_COLUMNS = {
     "train_loss": "float64", "test_loss": "float64", "test_accuracy": "float64", "sharpness": "float64",
     "l1_norm": "float64", "l2_norm": "float64", "dist_to_init": "float64", "trace": "float64",
     "train_accuracy": "float64", "gen_error": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64",
-    "wall_seconds": "float64", **dict.fromkeys(GAP_COLUMNS, "float64"), **PROVENANCE_COLUMNS,
+    "wall_seconds": "float64", **dict.fromkeys(GAP_COLUMNS, "float64"),
+    "optimizer": "string", "opt_sharpness": "float64", "edge": "float64", "edge_ratio": "float64",
+    **PROVENANCE_COLUMNS,
 }
 LIST_COLUMNS = ["top_eigenvalues", "beta"]
 TRAJECTORY_KEYS = {"experiment": "string", "setup": "string", "seed": "int64", "method": "string", "eta": "float64"}
@@ -166,7 +169,26 @@ def run_row(result: dict, geometry: dict, test: dict) -> dict:
     row["n_hvp"] = result["n_hvp"] + geometry["n_hvp"]
     row["eta_over_eta_c"] = row["eta"] / row["eta_c"]
     row["regime"] = regime(row["method"], row["eta"], row["eta_c"])
+    row.update(own_edge(row))
+    if row["optimizer"] not in (None, "gd") and math.isnan(row["eta_c"]):
+        row["regime"] = None  # an adaptive method has no η_c to be below or above
     return row
+
+
+def own_edge(row: dict) -> dict:
+    """optimizer, opt_sharpness, edge = c/η and edge_ratio = opt_sharpness/edge of a merged run row.
+
+    A Hessian-measured optimiser's (GD, momentum) final own sharpness is the end point's S (geometry) plus its
+    ``sharpness_shift``; the others' is the ``opt_sharpness`` its training job measured. Records written before
+    the optimisers existed are plain GD (c = 2, no shift); the flow has none of these (NaN)."""
+    if row["method"] == "gf":
+        return {"optimizer": None, "opt_sharpness": math.nan, "edge": math.nan, "edge_ratio": math.nan}
+    edge = row.get("edge_constant", 2.0) / row["eta"]
+    if row.get("edge_measure", "hessian") == "hessian":
+        own = row["sharpness"] + row.get("sharpness_shift", 0.0)
+    else:
+        own = row["opt_sharpness"]
+    return {"optimizer": row.get("optimizer", "gd"), "opt_sharpness": own, "edge": edge, "edge_ratio": own / edge}
 
 
 def runs_frame(rows: list[dict], theta: Sequence[torch.Tensor], theta0: Mapping[tuple[str, int], torch.Tensor],
@@ -186,7 +208,7 @@ def runs_frame(rows: list[dict], theta: Sequence[torch.Tensor], theta0: Mapping[
 
 def trajectories_frame(rows: list[dict], trajectories: list[pd.DataFrame]) -> pd.DataFrame:
     """All trajectories in long form: ``trajectories[i]`` (one run's steps) led by the TRAJECTORY_KEYS of
-    ``rows[i]`` (in reverse order: η first, experiment last)."""
+    ``rows[i]`` (in reverse order: η first, experiment last); every column of files.TRAJECTORY_COLUMNS."""
     import pandas as pd
 
     frames = []
@@ -195,4 +217,8 @@ def trajectories_frame(rows: list[dict], trajectories: list[pd.DataFrame]) -> pd
         for key in TRAJECTORY_KEYS:
             traj.insert(0, key, row[key])
         frames.append(traj)
-    return pd.concat(frames, ignore_index=True).astype(TRAJECTORY_KEYS)
+    out = pd.concat(frames, ignore_index=True).astype(TRAJECTORY_KEYS)
+    for column in TRAJECTORY_COLUMNS:  # a trajectory written before a column existed has NaN there
+        if column not in out:
+            out[column] = math.nan
+    return out

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("normsharp")
 
-TRAJECTORY_COLUMNS = ["step", "time", "train_loss", "sharpness", "test_loss", "test_accuracy"]
+TRAJECTORY_COLUMNS = ["step", "time", "train_loss", "sharpness", "test_loss", "test_accuracy", "opt_sharpness", "edge"]
 
 
 def log_to(path) -> None:

@@ -1,7 +1,8 @@
 """Training objectives L(θ), their gradients and Hessian-vector products.
 
 An objective is anything with ``loss_and_grad(θ) -> (L, ∇L)``, ``hessian_at(θ) -> v ↦ ∇²L(θ)v`` and
-``in_place_gradient(θ)`` (the same gradient for a θ updated in place, GD's inner loop).
+``in_place_gradient(θ)`` (the same gradient for a θ updated in place, GD's inner loop); mini-batch SGD also needs
+``n`` (examples) and ``subset(indices)`` (the objective of a batch).
 :class:`NetObjective` is the full-batch loss of a :class:`~normsharp.models.FlatModel` on a dataset
 (optionally accumulated over chunks, which gives the same value and gradient); :class:`Quadratic` is
 L(θ) = ½ θᵀAθ − bᵀθ, used as an exact reference.
@@ -56,7 +57,7 @@ class NetObjective:
     def __init__(self, model: FlatModel, x: torch.Tensor, y: torch.Tensor, loss: str, chunk_size: int | None = None):
         if loss not in LOSSES:
             raise ConfigError(f"loss is {loss!r}; allowed: {sorted(LOSSES)}")
-        self.model, self.x, self.y, self.loss_name = model, x, y, loss
+        self.model, self.x, self.y, self.loss_name, self.chunk_size = model, x, y, loss, chunk_size
         self.loss_sum = LOSSES[loss]
         self.n = x.shape[0]
         self.dim = model.num_params
@@ -134,6 +135,12 @@ class NetObjective:
             return out
 
         return hvp_chunked
+
+    def subset(self, indices: torch.Tensor) -> NetObjective:
+        """The mean loss over the examples ``indices`` only, L_B(θ) = (1/|B|) Σ_{i∈B} ℓ(f(θ, x_i), y_i) (a
+        mini-batch of SGD): an objective of its own, so its gradient and HVPs are those of the full-batch one."""
+        indices = indices.to(self.x.device)
+        return NetObjective(self.model, self.x[indices], self.y[indices], self.loss_name, self.chunk_size)
 
     def outputs(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """f(θ, x) without a gradient, in chunks."""

@@ -39,14 +39,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from normsharp.errors import ConfigError
 
-State = dict[str, torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+    State = dict[str, torch.Tensor]
+
+# torch and numpy are imported inside the two functions that need them (mini-batch order): the workflow validates
+# each setup's optimizer with from_config while it builds the DAG, without loading torch.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +183,7 @@ class Momentum(Optimizer):
         return _momentum_decoupled_factor(self.beta, self.nesterov)
 
     def state_fields(self, theta):
-        return {"velocity": torch.zeros_like(theta)}
+        return {"velocity": theta.new_zeros(theta.shape)}
 
     def step(self, theta, grad, state, k, eta):
         _heavy_ball_step(self, self.beta, self.nesterov, theta, grad, state, eta)
@@ -208,7 +211,7 @@ class SGD(Optimizer):
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"optimizer.batch_size is {self.batch_size!r}; must be an integer ≥ 1")
+            raise ConfigError(f"optimizer.batch_size is {self.batch_size!r} (sgd); must be an integer ≥ 1")
         _check_beta(self.name, "momentum", self.momentum)
         _check_bool(self.name, "nesterov", self.nesterov)
 
@@ -220,7 +223,7 @@ class SGD(Optimizer):
         return _momentum_decoupled_factor(self.momentum, self.nesterov)
 
     def state_fields(self, theta):
-        return {"velocity": torch.zeros_like(theta)} if self.momentum else {}
+        return {"velocity": theta.new_zeros(theta.shape)} if self.momentum else {}
 
     def step(self, theta, grad, state, k, eta):
         if self.momentum:
@@ -278,7 +281,7 @@ class RMSProp(_Adaptive):
         return 2.0
 
     def state_fields(self, theta):
-        return {"square_avg": torch.zeros_like(theta)}
+        return {"square_avg": theta.new_zeros(theta.shape)}
 
     def step(self, theta, grad, state, k, eta):
         g = self._coupled(theta, grad)
@@ -321,7 +324,7 @@ class Adam(_Adaptive):
         return (2 + 2 * self.beta1) / (1 - self.beta1)
 
     def state_fields(self, theta):
-        return {"exp_avg": torch.zeros_like(theta), "exp_avg_sq": torch.zeros_like(theta)}
+        return {"exp_avg": theta.new_zeros(theta.shape), "exp_avg_sq": theta.new_zeros(theta.shape)}
 
     def step(self, theta, grad, state, k, eta):
         g = self._coupled(theta, grad)
@@ -364,19 +367,19 @@ def from_config(config: dict[str, Any] | None) -> Optimizer:
         if key == "name":
             continue
         if key == "weight_decay":
-            raise ConfigError(f"optimizer ({name}): 'weight_decay' is ambiguous; write l2 (coupled: ½λ‖θ‖² added "
+            raise ConfigError(f"optimizer.weight_decay is ambiguous ({name}); write l2 (coupled: ½λ‖θ‖² added "
                               f"to the loss) or decoupled_weight_decay (AdamW-style θ ← θ − ηλθ)")
         if key not in keys:
-            raise ConfigError(f"optimizer ({name}): unknown key {key!r}; allowed: name, {', '.join(keys)}")
+            raise ConfigError(f"optimizer.{key}: unknown key {key!r} ({name}); allowed: name, {', '.join(keys)}")
     if cls is SGD and "batch_size" not in config:
-        raise ConfigError("optimizer (sgd): batch_size is required (an integer ≥ 1, at most n_train)")
+        raise ConfigError("optimizer.batch_size is required (sgd): an integer ≥ 1, at most n_train")
     values = {}
     for key, value in config.items():
         if key in ("batch_size", "nesterov"):  # an int and a bool, checked by the class
             values[key] = value
         elif key != "name":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"optimizer ({name}).{key} is {value!r}; must be a number")
+                raise ConfigError(f"optimizer.{key} is {value!r} ({name}); must be a number")
             values[key] = float(value)
     return cls(**values)
 
@@ -392,22 +395,22 @@ def check_batch_size(batch_size: int, n_train: int) -> None:
 
 def _check_beta(name: str, key: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"optimizer ({name}).{key} is {value!r}; allowed: 0 ≤ {key} < 1")
+        raise ConfigError(f"optimizer.{key} is {value!r} ({name}); allowed: 0 ≤ {key} < 1")
 
 
 def _check_nonnegative(name: str, key: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
-        raise ConfigError(f"optimizer ({name}).{key} is {value!r}; must be a finite number ≥ 0")
+        raise ConfigError(f"optimizer.{key} is {value!r} ({name}); must be a finite number ≥ 0")
 
 
 def _check_positive(name: str, key: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-        raise ConfigError(f"optimizer ({name}).{key} is {value!r}; must be a finite number > 0")
+        raise ConfigError(f"optimizer.{key} is {value!r} ({name}); must be a finite number > 0")
 
 
 def _check_bool(name: str, key: str, value) -> None:
     if not isinstance(value, bool):
-        raise ConfigError(f"optimizer ({name}).{key} is {value!r}; allowed: true, false")
+        raise ConfigError(f"optimizer.{key} is {value!r} ({name}); allowed: true, false")
 
 
 # Mini-batch order.
@@ -418,6 +421,9 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of the n training examples in epoch ``epoch``: torch.randperm from a Generator seeded with
     SeedSequence(seed, spawn_key=(tag, epoch)) — a function of (seed, epoch) alone, so any epoch can be
     regenerated on resume without replaying the earlier ones."""
+    import numpy as np
+    import torch
+
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed ({seed}) and epoch ({epoch}) must be ≥ 0")
     key = np.random.SeedSequence(seed, spawn_key=(_BATCH_ORDER_TAG, epoch)).generate_state(1, dtype=np.uint64)[0]

@@ -73,10 +73,14 @@ ARCHITECTURES: dict[str, str] = {
     "custom": "the user's factory 'module:function'(input_shape, output_dim, generator, **kwargs)",
 }
 
-# The update rule of the sweep. A new optimiser adds an entry here and its state and update in
-# normsharp.dynamics.
+# The update rule of the sweep (a setup's ``optimizer.name``): normsharp.optimizers.OPTIMIZERS holds the classes,
+# under the same names (tests/test_registry.py). A new optimiser adds an entry here and its class there.
 OPTIMISERS: dict[str, str] = {
-    "gd": "full-batch gradient descent θ ← θ − η ∇L(θ)",
+    "gd": "full-batch gradient descent θ ← θ − η∇L(θ); edge 2/η",
+    "momentum": "full-batch heavy ball or Nesterov (β); edge (2 + 2β)/η, Nesterov (2 + 2β)/((1 + 2β)η)",
+    "sgd": "mini-batch SGD (batch_size, optional momentum); batch sharpness against 2/η",
+    "rmsprop": "RMSProp (β₂, ε); preconditioned sharpness λ_max(P⁻¹H) against 2/η",
+    "adam": "Adam with bias correction (β₁, β₂, ε); λ_max(P⁻¹H) against (2 + 2β₁)/((1 − β₁)η)",
 }
 
 # The figures a study draws: normsharp.plots draws them, the workflow lists figures/NAME.png and .pdf as

@@ -1,8 +1,8 @@
 """The workflow's stages: each reads its input files, calls the library or the analysis, writes its outputs.
 
-Files of one run directory: ``result.json`` (status, steps, η, η_c, …), ``theta.pt`` (final θ),
-``trajectory.parquet`` (step, time, train_loss, sharpness, test_loss, test_accuracy), then ``geometry.json``
-and ``test.json`` (:func:`evaluate`). Writes are atomic (:mod:`normsharp.files`).
+Files of one run directory: ``result.json`` (status, steps, η, η_c, the optimiser and its edge, …), ``theta.pt``
+(final θ), ``trajectory.parquet`` (step, time, train_loss, sharpness, test_loss, test_accuracy, opt_sharpness,
+edge), then ``geometry.json`` and ``test.json`` (:func:`evaluate`). Writes are atomic (:mod:`normsharp.files`).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _write_run(out: Path, res, record: dict, ck: Checkpoint) -> None:
 def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dict, identity: dict, out_dir) -> None:
     """The gradient-flow reference: s_GF, η_c = 2/s_GF, t_ε, final θ and trajectory."""
     from .checkpoint import Checkpoint
-    from .dynamics import run_gradient_flow
+    from .flow import run_gradient_flow
 
     out = Path(out_dir)
     p = Problem(data_path, init_path, loss, numerics)
@@ -155,22 +155,34 @@ def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dic
 
 
 def resolve_eta(eta_spec: dict, eta_c: float) -> float:
-    """η from {'relative': r} (η = r·η_c) or {'absolute': η}."""
+    """η from {'relative': r} (η = r·η_c, the optimiser's own η_c) or {'absolute': η}."""
     if "relative" in eta_spec:
+        if math.isnan(eta_c):
+            raise ConfigError(f"eta.relative {eta_spec['relative']}: this optimiser has no η_c (no flow limit "
+                              f"gives one), so the grid must be absolute: eta.absolute")
         return float(eta_spec["relative"]) * eta_c
     return float(eta_spec["absolute"])
 
 
 def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, settings: dict, numerics: dict,
              identity: dict, out_dir) -> None:
-    """Full-batch GD at one η from θ₀ until L < ε (or max_steps, or divergence)."""
+    """GD, or the optimiser of ``settings['optimizer']`` (absent: plain GD), at one η from θ₀ until L < ε (or
+    max_steps, or divergence). η_c = the optimiser's c/(s_GF + shift) (GD: the flow's 2/s_GF); mini-batches
+    are drawn from the setup's seed (``identity['seed']``), the same batch order at every η of the sweep."""
+    import json
+
     from .checkpoint import Checkpoint
     from .dynamics import run_gd
+    from .optimizers import check_batch_size, from_config
 
     out = Path(out_dir)
+    opt = from_config(settings.get("optimizer"))
     gf = read_json(gf_result_path)
-    eta = resolve_eta(eta_spec, gf["eta_c"])
+    eta_c = opt.critical_lr(gf["s_gf"])  # GD: 2/s_GF, bit for bit the flow's eta_c
+    eta = resolve_eta(eta_spec, eta_c)
     p = Problem(data_path, init_path, loss, numerics)
+    if not opt.full_batch:
+        check_batch_size(opt.batch_size, p.objective.n)
     ck = Checkpoint(out / "checkpoint.pt", settings.get("checkpoint_every", 0),
                     {**settings, **numerics, "loss": loss, "eta": eta})
     start = time.monotonic()
@@ -178,9 +190,14 @@ def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, se
                  max_steps=settings["max_steps"], log_every=settings["log_every"],
                  sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
                  divergence_factor=settings["divergence_factor"], checkpoint=ck,
-                 observe=p.test_metrics, observe_every=settings.get("test_every", 0))
+                 observe=p.test_metrics, observe_every=settings.get("test_every", 0), optimizer=opt,
+                 seed=identity["seed"], batch_sharpness_batches=settings.get("batch_sharpness_batches", 8))
     record = {**_run_record(res, identity, time.monotonic() - start, p), "method": "gd", "eta": eta,
-              "eta_c": gf["eta_c"], "s_gf": gf["s_gf"], **{f"eta_{k}": v for k, v in eta_spec.items()}}
+              "eta_c": eta_c, "s_gf": gf["s_gf"], **{f"eta_{k}": v for k, v in eta_spec.items()},
+              "optimizer": opt.name, "optimizer_settings": json.dumps(opt.as_config(), sort_keys=True),
+              "edge_measure": opt.edge_measure, "edge_constant": opt.edge_constant,
+              "sharpness_shift": opt.sharpness_shift, "edge": opt.threshold(eta),
+              "opt_sharpness": res.extra.get("opt_sharpness", math.nan)}
     _write_run(out, res, record, ck)
 
 

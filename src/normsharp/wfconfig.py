@@ -63,13 +63,15 @@ def schema_numbers(value, schema, root_schema):
 
 
 def inherit_setups(config: dict) -> dict:
-    """Each setup, in place, takes the experiment's ``eta`` unless it has its own, and the experiment's
-    ``gd``/``gf`` overridden key by key by its own. Values of the wrong type are left as they are, for
+    """Each setup, in place, takes the experiment's ``eta`` and ``optimizer`` unless it has its own, and the
+    experiment's ``gd``/``gf`` overridden key by key by its own. Values of the wrong type are left as they are, for
     validation to name (defaults are filled afterwards, so a setup inherits only what the user wrote)."""
     setups = config.get("setups")
     for setup in setups.values() if isinstance(setups, dict) else ():
         if isinstance(setup, dict):
             setup.setdefault("eta", config.get("eta"))
+            if config.get("optimizer") is not None:  # taken whole, as eta: keys of two optimisers do not mix
+                setup.setdefault("optimizer", config["optimizer"])
             for key in INHERITED:
                 top, own = config.get(key) or {}, setup.get(key) or {}
                 if isinstance(top, dict) and isinstance(own, dict):
