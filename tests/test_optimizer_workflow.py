@@ -17,9 +17,7 @@ NEW_COLUMNS = {"optimizer": "string", "opt_sharpness": "float64", "edge": "float
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("optimizers")
-    # the tables only: the figures do not draw adaptive setups yet (no η_c for their η/η_c axis)
-    out = snakemake(workdir, "results/optimizers/runs.parquet", "results/optimizers/trajectories.parquet",
-                    config=REDUCED)
+    out = snakemake(workdir, config=REDUCED)  # everything `all` asks for, the figures included
     assert out.returncode == 0, out.stderr[-4000:]
     return workdir
 
@@ -52,6 +50,14 @@ def test_each_optimizer_runs_and_records_its_own_edge(finished):
     traj = pd.read_parquet(finished / "results/optimizers/trajectories.parquet")
     assert {"opt_sharpness", "edge"} <= set(traj.columns)
     assert traj[traj.method == "gd"].edge.notna().all() and traj[traj.method == "gf"].edge.isna().all()
+
+
+@pytest.mark.slow
+def test_the_figures_draw_every_optimizer_and_the_side_by_side_figure(finished):
+    """Every sweep figure is drawn with the adaptive setup (no η_c: against its absolute η), and the study gets
+    optimizer_edges, which a plain-GD study does not (tests/test_workflow.py: the quickstart's figure list)."""
+    figures = {p.name for p in (finished / "results/optimizers/figures").iterdir()}
+    assert {"optimizer_edges.png", "optimizer_edges.pdf", "phase_diagram.png", "trajectories.png"} <= figures
 
 
 BAD = [

@@ -136,6 +136,7 @@ def test_figures_and_report(finished):
         for ext in ("png", "pdf"):
             assert (figures / f"{name}.{ext}").stat().st_size > 1000
     assert not list(figures.glob("dln_*"))  # the diagonal-linear-network figures only for such setups
+    assert not list(figures.glob("optimizer_*"))  # the side-by-side optimiser figure only with optimisers
     out = snakemake(finished, "--report", str(finished / "report.html"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert (finished / "report.html").stat().st_size > 10_000

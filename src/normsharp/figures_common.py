@@ -121,6 +121,25 @@ def ratio_axis(ax, eta_c: float):
     ax.set_xlabel("η / η_c")
 
 
+def has_eta_c(gd: pd.DataFrame) -> bool:
+    """Whether the sweep has a predicted η_c (not the adaptive optimisers, whose grid is absolute)."""
+    return bool(np.isfinite(gd.eta_c.to_numpy(dtype=float)).any())
+
+
+def sweep_x(gd: pd.DataFrame) -> str:
+    """The column a sweep is drawn against: η/η_c, or η where the optimiser has no η_c."""
+    return "eta_over_eta_c" if has_eta_c(gd) else "eta"
+
+
+def sweep_axis(ax, gd: pd.DataFrame):
+    """:func:`ratio_axis` at the seeds' mean η_c, or a log η axis for a sweep without η_c."""
+    if has_eta_c(gd):
+        ratio_axis(ax, gd.eta_c.mean())
+    else:
+        log_eta_axis(ax)
+        ax.set_xlabel("η (absolute grid: this optimiser has no η_c)")
+
+
 def _ratio_secondary(ax, eta_c: float):
     """η/η_c on top of a raw-η axis."""
     top = ax.secondary_xaxis("top", functions=(lambda e: e / eta_c, lambda r: r * eta_c))
@@ -149,9 +168,11 @@ def _grid_point(gd: pd.DataFrame) -> pd.Series:
     return pd.Series([f"r{r!r}" if pd.notna(r) else f"a{e!r}" for r, e in zip(rel, gd.eta)], index=gd.index)
 
 
-def band(ax, gd: pd.DataFrame, column: str, label: str, color=None, x: str = "eta_over_eta_c"):
-    """Mean over seeds of converged runs with a min–max band, against ``x`` (averaged per grid point);
-    max_steps runs as open squares, diverged ones as red crosses on the top edge (legend only if any)."""
+def band(ax, gd: pd.DataFrame, column: str, label: str, color=None, x: str | None = None):
+    """Mean over seeds of converged runs with a min–max band, against ``x`` (default :func:`sweep_x`; averaged
+    per grid point); max_steps runs as open squares, diverged ones as red crosses on the top edge (legend only if
+    any)."""
+    x = x or sweep_x(gd)
     ok = gd[gd.status == "converged"]
     stats = ok.groupby(_grid_point(ok)).agg(x=(x, "mean"), mean=(column, "mean"), min=(column, "min"),
                                             max=(column, "max")).sort_values("x")

@@ -11,11 +11,29 @@ import matplotlib.colors
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .figures_common import Study, band, figure, plain_log, ratio_axis, setup_runs, transition
+from .figures_common import (
+    Study,
+    band,
+    figure,
+    has_eta_c,
+    plain_log,
+    setup_runs,
+    sweep_axis,
+    sweep_x,
+    transition,
+)
 
 
 def _two_over_eta(ax, gd):
-    """2/η against η/η_c: s_GF/(η/η_c) at the seeds' mean s_GF."""
+    """The edge the final S meets. Plain GD: 2/η against η/η_c, i.e. s_GF/(η/η_c) at the seeds' mean s_GF.
+    Another optimiser: its own c/η (the ``edge`` column, which S plus the optimiser's shift meets), dashed through
+    the runs; none for a sweep without η_c (the adaptive methods' edge is on P⁻¹H, not on S)."""
+    if not has_eta_c(gd):
+        return
+    if "optimizer" in gd and (gd.optimizer.fillna("gd") != "gd").any():
+        edge = gd.sort_values("eta_over_eta_c")
+        ax.plot(edge.eta_over_eta_c, edge.edge, "k--", lw=1, label="c/η (its own edge)")
+        return
     r = np.geomspace(gd.eta_over_eta_c.min(), gd.eta_over_eta_c.max(), 100)
     ax.plot(r, gd.s_gf.mean() / r, "k--", lw=1, label="2/η")
 
@@ -29,7 +47,7 @@ def sharpness_vs_eta(study: Study, axes, setup: str):
     _two_over_eta(ax, gd)
     ax.axhline(gf.sharpness.mean(), color="C2", ls="-.", lw=1, label="GF final S")
     transition(ax, gd)
-    ratio_axis(ax, gd.eta_c.mean())
+    sweep_axis(ax, gd)
     ax.set_yscale("log")
     plain_log(ax.yaxis)
     ax.set(ylabel="sharpness S", title=setup)
@@ -42,7 +60,7 @@ def norms_vs_eta(study: Study, axes, setup: str):
     for ax, col, name in zip(axes, ("l1_norm", "l2_norm"), ("ℓ1", "ℓ2")):
         band(ax, gd, col, f"GD {name} norm")
         ax.axhline(gf[col].mean(), color="C2", ls="-.", lw=1, label=f"GF {name} norm")
-        ratio_axis(ax, gd.eta_c.mean())
+        sweep_axis(ax, gd)
         ax.set(ylabel=f"{name} norm of θ", title=setup)
 
 
@@ -53,7 +71,7 @@ def test_loss_vs_eta(study: Study, axes, setup: str):
     gd, gf = setup_runs(study.runs, setup)
     band(ax, gd, "test_loss", "GD test loss")
     ax.axhline(gf.test_loss.mean(), color="C2", ls="-.", lw=1, label="GF test loss")
-    ratio_axis(ax, gd.eta_c.mean())
+    sweep_axis(ax, gd)
     ax.set(ylabel="test loss", title=setup)
 
 
@@ -65,13 +83,14 @@ def sharpness_norm_tradeoff(study: Study, axes, setup: str):
     gd = gd[gd.status != "diverged"]
     # the GF end hollow and beneath: flow-aligned GD ends lie on it and must stay visible
     ax.plot(gf.l1_norm, gf.sharpness, "*", mfc="none", mec="C3", mew=1.5, ms=18, zorder=1, label="GF end")
-    sc = ax.scatter(gd.l1_norm, gd.sharpness, c=gd.eta_over_eta_c, cmap="viridis",
+    x = sweep_x(gd)
+    sc = ax.scatter(gd.l1_norm, gd.sharpness, c=gd[x], cmap="viridis",
                     norm=matplotlib.colors.LogNorm(), marker="o", s=30, zorder=3, label="GD end")
     capped = gd[gd.status == "max_steps"]
     if len(capped):
         ax.scatter(capped.l1_norm, capped.sharpness, facecolors="none", edgecolors="k", marker="s", s=60,
                    label="max_steps")
-    bar = plt.colorbar(sc, ax=ax, label="η / η_c")
+    bar = plt.colorbar(sc, ax=ax, label="η / η_c" if x == "eta_over_eta_c" else "η")
     plain_log(bar.ax.yaxis, subs=(1.0, 1.5, 2.0, 3.0, 5.0))
     ax.set_yscale("log")
     plain_log(ax.yaxis)
@@ -87,7 +106,7 @@ def phase_diagram(study: Study, axes, setup: str):
         band(ax, gd, column, "GD end")
         ax.axhline(gf[column].mean(), color="C2", ls="-.", lw=1, label="GF end")
         transition(ax, gd)
-        ratio_axis(ax, gd.eta_c.mean())
+        sweep_axis(ax, gd)
         ax.set_ylabel(ylabel)
     _two_over_eta(axes[0], gd)
     axes[0].set_yscale("log")
@@ -113,10 +132,11 @@ def gap_to_flow(study: Study, axes, setup: str):
         else:
             ax.axhline(0.0, color="C2", ls="-.", lw=1, label="GF")
         transition(ax, gd)
-        ratio_axis(ax, gd.eta_c.mean())
+        sweep_axis(ax, gd)
         ax.set_ylabel(ylabel)
-    r = np.geomspace(gd.eta_over_eta_c.min(), gd.eta_over_eta_c.max(), 100)
-    axes[1].plot(r, np.minimum(1 / r - 1, 0), "k--", lw=1, label="(2/η) / S_GF − 1")
+    if has_eta_c(gd):
+        r = np.geomspace(gd.eta_over_eta_c.min(), gd.eta_over_eta_c.max(), 100)
+        axes[1].plot(r, np.minimum(1 / r - 1, 0), "k--", lw=1, label="(2/η) / S_GF − 1")
     axes[0].set_title(setup)
 
 
@@ -129,22 +149,29 @@ def trajectories(study: Study, axes, setup: str):
     gd = runs[(runs.setup == setup) & (runs.method == "gd") & (runs.status != "diverged")]
     seed = gd.seed.min()
     gd = gd[gd.seed == seed]
-    picked = sorted({int((gd.eta_over_eta_c - r).abs().to_numpy().argmin()) for r in ratios},
-                    key=lambda i: gd.eta.iloc[i])
+    if has_eta_c(gd):
+        picked = sorted({int((gd.eta_over_eta_c - r).abs().to_numpy().argmin()) for r in ratios},
+                        key=lambda i: gd.eta.iloc[i])
+    else:  # an absolute grid without η_c: as many runs as ratios, spread over the sweep by η
+        order = np.argsort(gd.eta.to_numpy())
+        picked = sorted({int(order[j]) for j in np.linspace(0, len(order) - 1, len(ratios)).round().astype(int)},
+                        key=lambda i: gd.eta.iloc[i])
+    own = "optimizer" in gd and (gd.optimizer.fillna("gd") != "gd").any() and "opt_sharpness" in traj
     has_test = "test_loss" in traj and traj.test_loss.notna().any()
     for i, row in enumerate(gd.iloc[picked].itertuples()):
         t = traj[(traj.setup == setup) & (traj.seed == seed) & (traj.method == "gd") & np.isclose(traj.eta, row.eta)]
-        label = f"η = {row.eta_over_eta_c:.3g} η_c"
+        label = f"η = {row.eta_over_eta_c:.3g} η_c" if has_eta_c(gd) else f"η = {row.eta:.3g}"
         axes[0].plot(t.step, t.train_loss, color=f"C{i}", lw=1, label=label)
-        s = t[t.sharpness.notna()]
-        axes[1].plot(s.step, s.sharpness, ".-", color=f"C{i}", lw=0.8, ms=2)
-        axes[1].axhline(2 / row.eta, color=f"C{i}", ls="--", lw=0.8)
+        column = "opt_sharpness" if own else "sharpness"
+        s = t[t[column].notna()]
+        axes[1].plot(s.step, s[column], ".-", color=f"C{i}", lw=0.8, ms=2)
+        axes[1].axhline(row.edge if own else 2 / row.eta, color=f"C{i}", ls="--", lw=0.8)
         if has_test and len(axes) > 2:
             e = t[t.test_loss.notna()]
             axes[2].plot(e.step, e.test_loss, color=f"C{i}", lw=1)
     axes[0].set(yscale="log", ylabel="train loss", title=f"{setup} (seed {seed})")
     plain_log(axes[0].yaxis)
-    axes[1].set(ylabel="sharpness S (dashed: 2/η)")
+    axes[1].set(ylabel="its own sharpness (dashed: c/η)" if own else "sharpness S (dashed: 2/η)")
     if len(axes) > 2:
         axes[2].set(ylabel="test loss")
         if not has_test:

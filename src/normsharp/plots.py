@@ -1,7 +1,8 @@
 """Figures from runs.parquet and trajectories.parquet: :func:`draw_all` draws every figure a study has.
 
 The figures live by job: :mod:`normsharp.figures_sweep` (a learning-rate sweep, one column of panels per setup),
-:mod:`normsharp.figures_dln` (the diagonal-linear-network counter-example against :mod:`normsharp.theory`), on
+:mod:`normsharp.figures_dln` (the diagonal-linear-network counter-example against :mod:`normsharp.theory`),
+:mod:`normsharp.figures_optimizers` (the optimisers of a study side by side, each against its own η_c), on
 the axes and bands of :mod:`normsharp.figures_common`.
 
 Adding a figure is one function and one name:
@@ -25,14 +26,17 @@ import pandas as pd
 from . import figures_sweep  # noqa: F401  (registers the sweep figures)
 from .figures_common import DRAWINGS, Study, panels, save
 from .figures_dln import draw_diagonal_figures
-from .registry import DIAGONAL_FIGURES, FIGURES
+from .figures_optimizers import optimizer_edges
+from .registry import DIAGONAL_FIGURES, FIGURES, OPTIMIZER_FIGURES
 
 
-def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dict | None = None) -> list[Path]:
+def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dict | None = None,
+             optimizers: bool = False) -> list[Path]:
     """Write every figure as PNG and PDF into ``out_dir``; returns the paths written.
 
     ``diagonal`` maps the setups of the diagonal-linear-network counter-example to their
     {'dataset': …, 'model': …} specs; when it is non-empty the :data:`DIAGONAL_FIGURES` are drawn too.
+    With ``optimizers`` (a study with an optimiser other than plain GD) the :data:`OPTIMIZER_FIGURES` are drawn.
     """
     unknown = sorted(set(FIGURES) ^ set(DRAWINGS))
     if unknown:
@@ -55,8 +59,10 @@ def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dic
         save_as(fig, name)
     if diagonal:
         draw_diagonal_figures(study.runs, diagonal, save_as)
+    if optimizers:
+        save_as(optimizer_edges(study.runs), "optimizer_edges")
     drawn = sorted({p.stem for p in written})
-    expected = sorted(FIGURES + (DIAGONAL_FIGURES if diagonal else ()))
+    expected = sorted(FIGURES + (DIAGONAL_FIGURES if diagonal else ()) + (OPTIMIZER_FIGURES if optimizers else ()))
     if drawn != expected:  # the workflow declares the registry's list as the figures rule's outputs
         raise RuntimeError(f"drew {drawn}, but normsharp.registry lists {expected}")
     return written

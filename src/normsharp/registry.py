@@ -89,6 +89,8 @@ FIGURES: tuple[str, ...] = ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_et
                             "trajectories", "phase_diagram", "gap_to_flow")
 # drawn against the closed form, only for diagonal-linear-network setups on single_point data
 DIAGONAL_FIGURES: tuple[str, ...] = ("dln_zero_loss_set", "dln_vs_eta")
+# drawn for the whole study, only when a setup uses an optimiser other than plain GD
+OPTIMIZER_FIGURES: tuple[str, ...] = ("optimizer_edges",)
 
 # The shipped closed-form instances of the single_point dataset (``dataset.instance``); their numbers
 # live in normsharp.theory.INSTANCES, in this order.

@@ -14,7 +14,12 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in _paths if p))
 # The workflow itself reads the library's names and memory model (modules importing only the standard library).
 sys.path.insert(0, _paths[0])
 from normsharp import resources
-from normsharp.registry import DIAGONAL_FIGURES, DOWNLOADABLE, FIGURES
+from normsharp.registry import (
+    DIAGONAL_FIGURES,
+    DOWNLOADABLE,
+    FIGURES,
+    OPTIMIZER_FIGURES,
+)
 
 # The config's canonical form and the run names of an η grid (pure functions, no Snakemake).
 from normsharp import wfconfig
@@ -218,6 +223,12 @@ for _name, _setup in config["setups"].items():
             f"setups.{_name}.eta: {OPTIMIZERS[_name].name} has no predicted η_c (no flow limit gives one), so "
             f"the grid must be absolute: eta.absolute, without relative or refine"
         )
+# A study with any optimiser other than plain GD also draws its optimisers side by side (known from the config).
+if any(_opt != optimizers.GD() for _opt in OPTIMIZERS.values()):
+    FIGURE_NAMES += OPTIMIZER_FIGURES
+    FIGURE_FILES += [
+        f"{R}/figures/{n}.{ext}" for n in OPTIMIZER_FIGURES for ext in ("png", "pdf")
+    ]
 
 
 def user_data_files(wildcards):

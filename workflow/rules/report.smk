@@ -50,6 +50,7 @@ rule figures:
     params:
         options=config["figures"],
         diagonal=DIAGONAL_SETUPS,
+        optimizers=set(OPTIMIZER_FIGURES) <= set(FIGURE_NAMES),
         out_dir=lambda w, output: os.path.dirname(output[0]),
     script:
         "../scripts/figures.py"
