@@ -4,4 +4,4 @@ The library behind the Snakemake workflow: data, models, losses, full-batch GD, 
 Hessian eigensolvers, norms and evaluation. It imports no Snakemake.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
