@@ -18,8 +18,11 @@ from normsharp.figures_sweep import sharpness_vs_eta
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]  # nine dry runs in one process; a reduced sweep
 # The paper's eight network studies; diagonal-linear.yaml (one deterministic init, closed forms) has its own
-# end-to-end test in test_diagonal_linear_experiment.py.
-EXPERIMENTS = sorted(p for p in (REPO / "config" / "experiments").glob("*.yaml") if p.stem != "diagonal-linear")
+# end-to-end test in test_diagonal_linear_experiment.py; the optimiser studies (issue 22: digits-sized, one seed,
+# measured CPU times) have theirs below.
+OPTIMIZER_STUDIES = sorted((REPO / "config" / "experiments").glob("optimizers-*.yaml"))
+EXPERIMENTS = sorted(p for p in (REPO / "config" / "experiments").glob("*.yaml")
+                     if p.stem != "diagonal-linear" and p not in OPTIMIZER_STUDIES)
 
 # One process dry-runs every config: snakemake's start-up (plugin discovery) is paid once, not per config.
 DRY_RUNS = """
@@ -67,6 +70,37 @@ def test_the_eight_experiment_configs_validate_and_build_their_dags(tmp_path):
         assert counts["prepare_data"] == len(cfg["setups"]) and "download_data" not in counts
     code, text = results[-1]  # the download is a job of its own, run by name only
     assert code == 0 and job_counts(text) == {"download_data": 1}
+
+
+OPTIMIZER_FAMILIES = {  # config → the optimiser names its setups use
+    "optimizers-momentum": {"gd", "momentum"},
+    "optimizers-sgd": {"gd", "sgd"},
+    "optimizers-adaptive": {"gd", "rmsprop", "adam"},
+    "optimizers-weight-decay": {"gd", "momentum"},
+}
+
+
+def test_the_optimizer_study_configs_validate_and_build_their_dags(tmp_path):
+    assert [p.stem for p in OPTIMIZER_STUDIES] == sorted(OPTIMIZER_FAMILIES)
+    results = dry_runs(tmp_path, [["--configfile", str(p)] for p in OPTIMIZER_STUDIES])
+    for path, (code, text) in zip(OPTIMIZER_STUDIES, results):
+        assert code == 0, f"{path.name}:\n{text[-3000:]}"
+        header = path.read_text().split("\nexperiment:")[0]
+        assert "MEASURED" in header and "2-core CPU" in header and "WALLTIME" not in header
+        assert f"snakemake --cores N --configfile config/experiments/{path.name}" in header
+        cfg = yaml.safe_load(path.read_text())
+        assert cfg["experiment"] == path.stem and cfg["dtype"] == "float64" and cfg["device"] == "cpu"
+        setups = cfg["setups"].values()
+        assert {s.get("optimizer", {"name": "gd"})["name"] for s in setups} == OPTIMIZER_FAMILIES[path.stem]
+        assert all(s["dataset"] == {"name": "digits", "n_train": 200} for s in setups)  # minutes on a CPU
+        assert cfg["gd"]["max_steps"] <= 50000
+        grids = [s.get("eta", cfg["eta"]) for s in setups]
+        for setup, grid in zip(setups, grids):  # adaptive: no η_c, so absolute; the others reach past η_c
+            adaptive = setup.get("optimizer", {}).get("name") in ("rmsprop", "adam")
+            assert ("absolute" in grid) == adaptive and (adaptive or max(grid["relative"]) >= 2)
+        runs = sum(len(s["seeds"]) * len(next(iter(g.values()))) for s, g in zip(setups, grids))
+        counts = job_counts(text)
+        assert counts["train_gd"] == runs and counts["gradient_flow"] == len(cfg["setups"])
 
 
 # ---- reduced configs end to end ------------------------------------------------------------------------
