@@ -149,3 +149,29 @@ def test_eta_spec_reads_back_what_gd_runs_writes():
     specs = [eta_spec(name) for name in gd_runs(eta)]
     assert specs == [{"relative": 0.25}, {"relative": 1.6}, {"absolute": 1e-5}, {"absolute": 0.1}]
     assert all(type(next(iter(s.values()))) is float for s in specs)
+
+
+def _setup(**more):
+    return {"dataset": {"name": "digits"}, "eta": {"relative": [1.0]}, **more}
+
+
+def test_setup_optimizers_default_to_plain_gd_and_check_each_setup():
+    from normsharp.errors import ConfigError
+    from normsharp.optimizers import GD, Momentum
+    from normsharp.wfconfig import setup_optimizers
+
+    chosen = setup_optimizers({"a": _setup(), "b": _setup(optimizer={"name": "momentum", "beta": 0.5})})
+    assert chosen == {"a": GD(), "b": Momentum(beta=0.5)}
+    cases = [
+        ({"b": _setup(optimizer={"name": "momentum", "betas": 0.9})}, "setups.b.optimizer.betas: unknown key"),
+        # no n_train: the registry's pool of digits (1797) is the training set
+        ({"b": _setup(optimizer={"name": "sgd", "batch_size": 1798})}, "setups.b.optimizer.batch_size is 1798"),
+        ({"b": _setup(optimizer={"name": "adam"})}, "setups.b.eta: adam has no predicted η_c"),
+    ]
+    for setups, message in cases:
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+            setup_optimizers(setups)
+    # a spec's own n_train wins over the registry's pool; a dataset of unknown size is checked by the job
+    ok = _setup(optimizer={"name": "sgd", "batch_size": 1798})
+    assert setup_optimizers({"c": {**ok, "dataset": {"name": "digits", "n_train": 1798}}})["c"].batch_size == 1798
+    assert setup_optimizers({"d": {**ok, "dataset": {"name": "synthetic"}}})["d"].batch_size == 1798

@@ -63,6 +63,12 @@ DATASETS: dict[str, Dataset] = _index(
 )
 DOWNLOADABLE: tuple[str, ...] = tuple(name for name, d in DATASETS.items() if d.downloadable)
 
+
+def shape_of(name: str) -> tuple[int, int, int] | None:
+    """(input features, training pool, test set) of a dataset the registry knows the size of; else None."""
+    known = DATASETS.get(name)
+    return known.shape if known is not None else None
+
 # model.arch: builders in normsharp.architectures (custom: normsharp.custom), assembled by normsharp.models
 ARCHITECTURES: dict[str, str] = {
     "fcn": "fully connected net: depth hidden layers of width units",

@@ -5,7 +5,7 @@ Imports only the standard library and :mod:`normsharp.registry`: Snakemake calls
 
 from __future__ import annotations
 
-from .registry import DATASETS
+from .registry import shape_of
 
 # (input features, training pool, test set) of a dataset the registry gives no shape: synthetic and
 # single_point are small, the user's own data is sized by its file.
@@ -21,8 +21,7 @@ def setup_working_set_mb(setup: dict) -> float:
     counted as for an FCN with 10 outputs: d·width + (depth − 1)·width² + 10·width.
     """
     dataset, model = setup["dataset"], setup["model"]
-    known = DATASETS.get(dataset["name"])
-    d, pool, n_test = known.shape if known is not None and known.shape is not None else DEFAULT_SHAPE
+    d, pool, n_test = shape_of(dataset["name"]) or DEFAULT_SHAPE
     n = dataset.get("n_train", pool)
     width, depth = model.get("width", 100), model.get("depth", 2)
     params = d * width + (depth - 1) * width * width + width * 10

@@ -10,6 +10,10 @@ mapping gets sorted keys (:func:`prepare_config`); input functions that build a 
 import re
 from collections.abc import Callable
 
+from . import optimizers
+from .errors import ConfigError
+from .registry import shape_of
+
 NUMERIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 INHERITED = ("gd", "gf")  # mappings a setup merges key by key over the experiment's; eta is taken whole
 
@@ -105,3 +109,26 @@ def eta_spec(run: str) -> dict:
     (the inverse of :func:`gd_runs`)."""
     value = float(run[1:])
     return {"relative": value} if run[0] == "r" else {"absolute": value}
+
+
+def setup_optimizers(setups: dict) -> dict:
+    """Each setup's optimiser (:func:`normsharp.optimizers.from_config`), checked before any job runs.
+
+    A bad key or value, a batch larger than the training set (where the spec's ``n_train`` or the registry's
+    pool gives its size; the job checks again on the data) or a relative η grid (or refinement) for an optimiser
+    without η_c raises ConfigError naming ``setups.NAME....``.
+    """
+    chosen = {}
+    for name, setup in setups.items():
+        try:
+            opt = optimizers.from_config(setup.get("optimizer"))
+            n_train = setup["dataset"].get("n_train", (shape_of(setup["dataset"]["name"]) or (None, None))[1])
+            if not opt.full_batch and n_train is not None:
+                optimizers.check_batch_size(opt.batch_size, n_train)
+        except ConfigError as err:
+            raise ConfigError(f"setups.{name}.{err}") from None
+        if opt.adaptive and set(setup["eta"]) & {"relative", "refine"}:
+            raise ConfigError(f"setups.{name}.eta: {opt.name} has no predicted η_c (no flow limit gives one), so "
+                              f"the grid must be absolute: eta.absolute, without relative or refine")
+        chosen[name] = opt
+    return chosen

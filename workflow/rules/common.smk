@@ -194,35 +194,15 @@ for _name, _setup in config["setups"].items():
         )
 
 
-# Each setup's optimiser (normsharp.optimizers, no torch loaded), checked now: a bad key, a β outside [0, 1), a
-# batch larger than the training set (where the config or the registry gives its size; the job checks again)
-# or a relative η grid for a method without η_c stops the workflow with one line naming the key.
+# Each setup's optimiser (normsharp.optimizers, no torch loaded), checked now: a bad setting stops the workflow
+# with one line naming the key (wfconfig.setup_optimizers).
 from normsharp import optimizers
 from normsharp.errors import ConfigError
-from normsharp.registry import DATASETS
 
-
-def known_n_train(dataset):
-    """The training set size a dataset spec sets (n_train) or the registry knows (its pool); else None."""
-    known = DATASETS.get(dataset["name"])
-    pool = known.shape[1] if known is not None and known.shape is not None else None
-    return dataset.get("n_train", pool)
-
-
-OPTIMIZERS = {}
-for _name, _setup in config["setups"].items():
-    try:
-        OPTIMIZERS[_name] = optimizers.from_config(_setup.get("optimizer"))
-        _n = known_n_train(_setup["dataset"])
-        if not OPTIMIZERS[_name].full_batch and _n is not None:
-            optimizers.check_batch_size(OPTIMIZERS[_name].batch_size, _n)
-    except ConfigError as err:
-        raise WorkflowError(f"setups.{_name}.{err}") from None
-    if OPTIMIZERS[_name].adaptive and set(_setup["eta"]) & {"relative", "refine"}:
-        raise WorkflowError(
-            f"setups.{_name}.eta: {OPTIMIZERS[_name].name} has no predicted η_c (no flow limit gives one), so "
-            f"the grid must be absolute: eta.absolute, without relative or refine"
-        )
+try:
+    OPTIMIZERS = wfconfig.setup_optimizers(config["setups"])
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 # A study with any optimiser other than plain GD also draws its optimisers side by side (known from the config).
 if any(_opt != optimizers.GD() for _opt in OPTIMIZERS.values()):
     FIGURE_NAMES += OPTIMIZER_FIGURES
