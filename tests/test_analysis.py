@@ -174,3 +174,8 @@ def test_trajectories_frame_leads_each_run_with_its_keys():
     assert list(traj.method) == ["gf", "gf", "gd"] and traj.eta.isna().tolist() == [True, True, False]
     assert str(traj.setup.dtype) == "string" and str(traj.seed.dtype) == "int64"
     assert list(steps[0].columns) == ["step", "train_loss"]  # the inputs are left as they were
+
+
+def test_regime_is_none_without_eta_c():
+    """An adaptive optimiser has no η_c: its runs are neither flow-aligned nor at the Edge of Stability."""
+    assert regime("gd", 0.01, math.nan) is None and regime("gf", math.nan, math.nan) == "gf"

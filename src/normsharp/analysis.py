@@ -38,10 +38,13 @@ LIST_COLUMNS = ["top_eigenvalues", "beta"]
 TRAJECTORY_KEYS = {"experiment": "string", "setup": "string", "seed": "int64", "method": "string", "eta": "float64"}
 
 
-def regime(method: str, eta: float, eta_c: float) -> str:
-    """'gf' for the reference; 'flow-aligned' if η < η_c else 'eos'."""
+def regime(method: str, eta: float, eta_c: float) -> str | None:
+    """'gf' for the reference; 'flow-aligned' if η < η_c else 'eos'; None without an η_c (the adaptive
+    optimisers: no η_c to be below or above)."""
     if method == "gf":
         return "gf"
+    if math.isnan(eta_c):
+        return None
     return "flow-aligned" if eta < eta_c else "eos"
 
 
@@ -170,8 +173,6 @@ def run_row(result: dict, geometry: dict, test: dict) -> dict:
     row["eta_over_eta_c"] = row["eta"] / row["eta_c"]
     row["regime"] = regime(row["method"], row["eta"], row["eta_c"])
     row.update(own_edge(row))
-    if row["optimizer"] not in (None, "gd") and math.isnan(row["eta_c"]):
-        row["regime"] = None  # an adaptive method has no η_c to be below or above
     return row
 
 

@@ -126,6 +126,11 @@ def has_eta_c(gd: pd.DataFrame) -> bool:
     return bool(np.isfinite(gd.eta_c.to_numpy(dtype=float)).any())
 
 
+def uses_optimizer(gd: pd.DataFrame) -> bool:
+    """Whether the runs used an optimiser other than plain GD (runs written before the key are plain GD)."""
+    return "optimizer" in gd and bool((gd.optimizer.fillna("gd") != "gd").any())
+
+
 def sweep_x(gd: pd.DataFrame) -> str:
     """The column a sweep is drawn against: η/η_c, or η where the optimiser has no η_c."""
     return "eta_over_eta_c" if has_eta_c(gd) else "eta"

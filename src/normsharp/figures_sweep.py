@@ -21,6 +21,7 @@ from .figures_common import (
     sweep_axis,
     sweep_x,
     transition,
+    uses_optimizer,
 )
 
 
@@ -30,7 +31,7 @@ def _two_over_eta(ax, gd):
     the runs; none for a sweep without η_c (the adaptive methods' edge is on P⁻¹H, not on S)."""
     if not has_eta_c(gd):
         return
-    if "optimizer" in gd and (gd.optimizer.fillna("gd") != "gd").any():
+    if uses_optimizer(gd):
         edge = gd.sort_values("eta_over_eta_c")
         ax.plot(edge.eta_over_eta_c, edge.edge, "k--", lw=1, label="c/η (its own edge)")
         return
@@ -156,7 +157,7 @@ def trajectories(study: Study, axes, setup: str):
         order = np.argsort(gd.eta.to_numpy())
         picked = sorted({int(order[j]) for j in np.linspace(0, len(order) - 1, len(ratios)).round().astype(int)},
                         key=lambda i: gd.eta.iloc[i])
-    own = "optimizer" in gd and (gd.optimizer.fillna("gd") != "gd").any() and "opt_sharpness" in traj
+    own = uses_optimizer(gd) and "opt_sharpness" in traj
     has_test = "test_loss" in traj and traj.test_loss.notna().any()
     for i, row in enumerate(gd.iloc[picked].itertuples()):
         t = traj[(traj.setup == setup) & (traj.seed == seed) & (traj.method == "gd") & np.isclose(traj.eta, row.eta)]
