@@ -72,13 +72,15 @@ def spectral_density(study: Study, axes, setup: str):
     hi = max(float(c[2].node.max()) for c in curves)
     width = study.options.get("density_width", 0.01) * max(hi - lo, 1e-12)
     t = np.linspace(lo - 5 * width, hi + 5 * width, 2000)
-    for i, (row, label, mine) in enumerate(curves):
+    colors = iter(f"C{i}" for i in range(20) if i != 2)  # C2 is the flow's, as in every figure
+    for row, label, mine in curves:
         probes = [g for _, g in mine.groupby("probe")]
         phi = density(t, [g.node.to_numpy() for g in probes], [g.weight.to_numpy() for g in probes], width)
-        color = "C2" if row.method == "gf" else f"C{i}"
+        color = "C2" if row.method == "gf" else next(colors)
         ax.plot(t, np.maximum(phi, 1e-12), color=color, ls="-." if row.method == "gf" else "-", lw=1, label=label)
         if row.method == "gd" and math.isfinite(row.eta):
             ax.axvline(2 / row.eta, color=color, ls=":", lw=0.8)
+    ax.set_xlim(t[0], t[-1])  # 2/η of the runs far below η_c lies off the spectrum
     ax.set_yscale("log")
     ax.set_ylim(bottom=1e-5 * max(1.0, ax.get_ylim()[1]))
     ax.set(xlabel="eigenvalue t of the Hessian (dotted: 2/η)", ylabel="spectral density φ(t) (log)",
