@@ -83,6 +83,19 @@ RUN_COLUMN_DOCS = {
                      "(rmsprop, adam), batch sharpness (sgd); = `sharpness` for plain GD; NaN for `gf`",
     "edge": "the optimiser's edge c/η (GD 2/η, heavy ball (2 + 2β)/η, …); NaN for `gf`",
     "edge_ratio": "`opt_sharpness` ÷ `edge` = S_opt·η/c: 1 at the optimiser's edge of stability",
+    # the opt-in sharpness measures (docs/measures.md); NaN (costs 0) where off or diverged
+    "density_n_hvp": "HVPs of the spectral density (stochastic Lanczos quadrature, `geometry.density`): ≤ probes × "
+                     "steps; 0 when off; the nodes and weights are in spectra.parquet",
+    "density_seconds": "wall seconds of the spectral density",
+    "adaptive_sharpness_max": "worst-case adaptive sharpness max_{‖δ/|θ|‖_p ≤ ρ} L(θ + δ) − L(θ) by projected "
+                              "gradient ascent (a lower bound; `geometry.adaptive_sharpness`), in units of the loss",
+    "adaptive_sharpness_avg": "average-case adaptive sharpness E_{δ∼N(0, ρ²diag(θ²))} L(θ + δ) − L(θ), Monte "
+                              "Carlo, in units of the loss",
+    "adaptive_sharpness_avg_stderr": "standard error of `adaptive_sharpness_avg` over its samples",
+    "adaptive_sharpness_n_grad": "gradients of the worst-case ascent (the average case adds samples + 1 losses)",
+    "adaptive_sharpness_seconds": "wall seconds of both adaptive sharpnesses",
+    "layer_sharpness_n_hvp": "HVPs of the per-layer block eigenvalues (`geometry.layer_sharpness`)",
+    "layer_sharpness_seconds": "wall seconds of the per-layer block eigenvalues",
 }
 
 # Columns outside the code's typed table: lists, and what the run files add (name: (type, description)).
@@ -90,6 +103,10 @@ EXTRA_RUN_COLUMNS = {
     "top_eigenvalues": ("list of float64", "top-k Hessian eigenvalues by magnitude (`geometry.top_k`)"),
     "beta": ("list of float64",
              "the end point's β = w^{⊙D} (`uv`: u^{⊙D} − v^{⊙D}) where `gen_error` is defined; empty otherwise"),
+    "layer_sharpness": ("list of float64", "signed top-|λ| of each layer's Hessian block ∇²_{θ_l θ_l}L (a layer: one "
+                        "module's weight and bias together), in `layer_names` order; empty when off or diverged"),
+    "layer_names": ("list of string", "the module names of the `layer_sharpness` blocks (`θ` for parameters of "
+                    "the root module)"),
     "trace_stderr": ("float64", "standard error of `trace`"),
     "sharpness_converged": ("boolean", "whether Lanczos met `geometry.tol` for `sharpness` (NaN if diverged)"),
     "final_sharpness": ("float64", "`gf`: S at the flow's end point, from the integrator (NaN for `gd`)"),

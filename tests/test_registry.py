@@ -63,8 +63,20 @@ def test_plots_draw_the_registry_figures():
     from normsharp.figures_common import DRAWINGS
 
     assert plots.FIGURES is registry.FIGURES and plots.DIAGONAL_FIGURES is registry.DIAGONAL_FIGURES
-    assert set(DRAWINGS) == set(registry.FIGURES)  # every listed figure has a drawing, every drawing a name
+    # every listed figure has a drawing, every drawing a name
+    assert set(DRAWINGS) == set(registry.FIGURES) | set(registry.MEASURE_FIGURES)
     assert not set(registry.FIGURES) & set(registry.DIAGONAL_FIGURES)
+    assert not set(registry.FIGURES) & set(registry.MEASURE_FIGURES)
+
+
+def test_measure_figures_follow_the_geometry_keys():
+    from normsharp.wfconfig import measure_figures
+
+    assert set(registry.MEASURE_FIGURES.values()) == {"density", "adaptive_sharpness", "layer_sharpness"}
+    assert measure_figures({}) == [] and measure_figures({"density": {"probes": 0}}) == []
+    assert measure_figures({"density": {"probes": 4}, "layer_sharpness": True}) == ["spectral_density",
+                                                                                      "layer_sharpness_vs_eta"]
+    assert measure_figures({"adaptive_sharpness": {"enabled": True}}) == ["adaptive_sharpness_vs_eta"]
 
 
 def test_the_registry_optimisers_are_the_classes_of_normsharp_optimizers():

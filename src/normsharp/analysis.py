@@ -14,6 +14,9 @@ import numpy as np
 
 from .files import TRAJECTORY_COLUMNS
 from .provenance import COLUMNS as PROVENANCE_COLUMNS
+from .sharpness_measures import LIST_COLUMNS as MEASURE_LIST_COLUMNS
+from .sharpness_measures import SCALAR_COLUMNS as MEASURE_COLUMNS
+from .sharpness_measures import not_measured
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,10 +35,12 @@ RUN_COLUMNS = {
     "train_accuracy": "float64", "gen_error": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64",
     "wall_seconds": "float64", **dict.fromkeys(GAP_COLUMNS, "float64"),
     "optimizer": "string", "opt_sharpness": "float64", "edge": "float64", "edge_ratio": "float64",
-    **PROVENANCE_COLUMNS,
+    **PROVENANCE_COLUMNS, **MEASURE_COLUMNS,
 }
-LIST_COLUMNS = ["top_eigenvalues", "beta"]
+LIST_COLUMNS = ["top_eigenvalues", "beta", *MEASURE_LIST_COLUMNS]
 TRAJECTORY_KEYS = {"experiment": "string", "setup": "string", "seed": "int64", "method": "string", "eta": "float64"}
+# spectra.parquet: one row per node of each run's stochastic Lanczos quadrature (geometry.density)
+SPECTRA_COLUMNS = {**TRAJECTORY_KEYS, "probe": "int64", "node": "float64", "weight": "float64"}
 
 
 def regime(method: str, eta: float, eta_c: float) -> str | None:
@@ -166,9 +171,11 @@ def gaps_to_flow(runs: pd.DataFrame, theta: Sequence[torch.Tensor],
 
 
 def run_row(result: dict, geometry: dict, test: dict) -> dict:
-    """One run's row: its three records merged; n_hvp counts training and geometry, η/η_c and the regime added."""
-    row = {"gen_error": math.nan, "beta": [], **dict.fromkeys(PROVENANCE_COLUMNS), **result, **test,
-           **{k: v for k, v in geometry.items() if k != "n_hvp"}}
+    """One run's row: its three records merged; n_hvp counts training and geometry, η/η_c and the regime added;
+    a geometry.json written before a sharpness measure existed reads as that measure not measured."""
+    row = {"gen_error": math.nan, "beta": [], **dict.fromkeys(PROVENANCE_COLUMNS), **not_measured(), **result,
+           **test, **{k: v for k, v in geometry.items() if k != "n_hvp"}}
+    row.pop("density")  # the quadrature nodes go to spectra.parquet (spectra_frame)
     row["n_hvp"] = result["n_hvp"] + geometry["n_hvp"]
     row["eta_over_eta_c"] = row["eta"] / row["eta_c"]
     row["regime"] = regime(row["method"], row["eta"], row["eta_c"])
@@ -223,3 +230,19 @@ def trajectories_frame(rows: list[dict], trajectories: list[pd.DataFrame]) -> pd
         if column not in out:
             out[column] = math.nan
     return out
+
+
+def spectra_frame(rows: list[dict], densities: list[dict | None]) -> pd.DataFrame:
+    """The spectral densities in long form, columns SPECTRA_COLUMNS: for each run ``rows[i]`` whose geometry
+    has a quadrature ``densities[i]`` ({nodes, weights}: one list per probe), one row per (probe, node) with
+    its weight τ². Runs without one (geometry.density off, diverged) add no rows; none at all: an empty table."""
+    import pandas as pd
+
+    records = []
+    for row, found in zip(rows, densities):
+        if not found:
+            continue
+        keys = {k: row[k] for k in TRAJECTORY_KEYS}
+        for probe, (nodes, weights) in enumerate(zip(found["nodes"], found["weights"])):
+            records += [{**keys, "probe": probe, "node": t, "weight": w} for t, w in zip(nodes, weights)]
+    return pd.DataFrame(records, columns=list(SPECTRA_COLUMNS)).astype(SPECTRA_COLUMNS)

@@ -24,11 +24,13 @@ matplotlib.use("Agg")  # files only, never a window (pyplot picks its backend at
 
 @dataclass(frozen=True)
 class Study:
-    """What a figure draws from: runs.parquet, trajectories.parquet and the config's ``figures`` options."""
+    """What a figure draws from: runs.parquet, trajectories.parquet, the config's ``figures`` options and
+    spectra.parquet (the spectral densities; empty without geometry.density)."""
 
     runs: pd.DataFrame
     trajectories: pd.DataFrame = field(default_factory=pd.DataFrame)
     options: dict = field(default_factory=dict)
+    spectra: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)

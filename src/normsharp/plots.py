@@ -23,26 +23,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures_sweep  # noqa: F401  (registers the sweep figures)
+from . import figures_measures, figures_sweep  # noqa: F401  (register the sweep and sharpness-measure figures)
 from .figures_common import DRAWINGS, Study, panels, save
 from .figures_dln import draw_diagonal_figures
 from .figures_optimizers import optimizer_edges
-from .registry import DIAGONAL_FIGURES, FIGURES, OPTIMIZER_FIGURES
+from .registry import DIAGONAL_FIGURES, FIGURES, MEASURE_FIGURES, OPTIMIZER_FIGURES
 
 
 def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dict | None = None,
-             optimizers: bool = False) -> list[Path]:
+             optimizers: bool = False, spectra_path=None, measures=()) -> list[Path]:
     """Write every figure as PNG and PDF into ``out_dir``; returns the paths written.
 
     ``diagonal`` maps the setups of the diagonal-linear-network counter-example to their
     {'dataset': …, 'model': …} specs; when it is non-empty the :data:`DIAGONAL_FIGURES` are drawn too.
-    With ``optimizers`` (a study with an optimiser other than plain GD) the :data:`OPTIMIZER_FIGURES` are drawn.
+    With ``optimizers`` (a study with an optimiser other than plain GD) the :data:`OPTIMIZER_FIGURES` are drawn;
+    ``measures``: the :data:`MEASURE_FIGURES` whose measure the config turns on, from runs.parquet and
+    ``spectra_path`` (spectra.parquet).
     """
-    unknown = sorted(set(FIGURES) ^ set(DRAWINGS))
+    unknown = sorted((set(FIGURES) | set(MEASURE_FIGURES)) ^ set(DRAWINGS))
     if unknown:
         raise RuntimeError(f"figures {unknown} are in normsharp.registry.FIGURES or drawn (@figure), not both: "
                            "add the name to the registry, or the drawing to a figures_* module that plots imports")
-    study = Study(pd.read_parquet(runs_path), pd.read_parquet(trajectories_path), options)
+    spectra = pd.read_parquet(spectra_path) if spectra_path else pd.DataFrame()
+    study = Study(pd.read_parquet(runs_path), pd.read_parquet(trajectories_path), options, spectra)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     setups = sorted(study.runs.setup.unique())
@@ -51,7 +54,7 @@ def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dic
     def save_as(fig, name):
         written.extend(save(fig, out_dir, name, options.get("dpi", 130)))
 
-    for name in FIGURES:
+    for name in FIGURES + tuple(measures):
         drawing = DRAWINGS[name]
         fig, axes = panels(setups, drawing.rows, 3.8 if drawing.rows < 3 else 3.0)
         for j, setup in enumerate(setups):
@@ -62,7 +65,8 @@ def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dic
     if optimizers:
         save_as(optimizer_edges(study.runs), "optimizer_edges")
     drawn = sorted({p.stem for p in written})
-    expected = sorted(FIGURES + (DIAGONAL_FIGURES if diagonal else ()) + (OPTIMIZER_FIGURES if optimizers else ()))
+    expected = sorted(FIGURES + (DIAGONAL_FIGURES if diagonal else ()) + (OPTIMIZER_FIGURES if optimizers else ())
+                      + tuple(measures))
     if drawn != expected:  # the workflow declares the registry's list as the figures rule's outputs
         raise RuntimeError(f"drew {drawn}, but normsharp.registry lists {expected}")
     return written

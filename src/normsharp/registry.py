@@ -92,11 +92,15 @@ OPTIMISERS: dict[str, str] = {
 # The figures a study draws: normsharp.plots draws them, the workflow lists figures/NAME.png and .pdf as
 # the figures rule's outputs.
 FIGURES: tuple[str, ...] = ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff",
-                            "trajectories", "phase_diagram", "gap_to_flow")
+                            "trajectories", "phase_diagram", "gap_to_flow", "trace_vs_eta")
 # drawn against the closed form, only for diagonal-linear-network setups on single_point data
 DIAGONAL_FIGURES: tuple[str, ...] = ("dln_zero_loss_set", "dln_vs_eta")
 # drawn for the whole study, only when a setup uses an optimiser other than plain GD
 OPTIMIZER_FIGURES: tuple[str, ...] = ("optimizer_edges",)
+# drawn only when the config turns on the opt-in measure of the geometry key they map to
+# (normsharp.sharpness_measures.enabled; the workflow adds them with wfconfig.measure_figures)
+MEASURE_FIGURES: dict[str, str] = {"spectral_density": "density", "adaptive_sharpness_vs_eta": "adaptive_sharpness",
+                                   "layer_sharpness_vs_eta": "layer_sharpness"}
 
 # The shipped closed-form instances of the single_point dataset (``dataset.instance``); their numbers
 # live in normsharp.theory.INSTANCES, in this order.

@@ -205,8 +205,9 @@ def evaluate(data_path, init_path, run_dir, loss: str, geometry_settings: dict, 
              geometry_path, test_path, dataset: dict | None = None) -> None:
     """A run's end point θ, with the data and model loaded once.
 
-    ``geometry_path``: sharpness (signed max|λ|, Lanczos), the top-k eigenvalues, the Hutchinson trace and the
-    norms (NaN and empty where the run diverged). ``test_path``: test loss and accuracy, train accuracy, and
+    ``geometry_path``: sharpness (signed max|λ|, Lanczos), the top-k eigenvalues, the Hutchinson trace, the
+    norms and the opt-in measures of :mod:`normsharp.sharpness_measures` (NaN and empty where the run diverged);
+    its n_hvp counts every HVP spent here. ``test_path``: test loss and accuracy, train accuracy, and
     with the ``dataset`` spec of a setup that has a closed form (:func:`normsharp.theory.end_point`) the exact
     generalisation error ``gen_error`` and the end point's ``beta`` (otherwise NaN and empty).
     """
@@ -232,11 +233,27 @@ def evaluate(data_path, init_path, run_dir, loss: str, geometry_settings: dict, 
                         trace_stderr=tr.stderr, n_hvp=eig.n_matvec + tr.n_matvec, sharpness_converged=eig.converged)
         log.info("geometry %s: sharpness=%.6g (%d HVPs) l1=%.6g", run_dir, eig.value, eig.n_matvec,
                  geometry["l1_norm"])
+    geometry.update(_sharpness_measures(p, theta, geometry_settings, status != DIVERGED))
+    geometry["n_hvp"] += geometry["density_n_hvp"] + geometry["layer_sharpness_n_hvp"]
     write_json(geometry_path, geometry)
     test = evaluate_on(p.objective, theta, p.data.x_test, p.data.y_test, p.data.num_classes)
     train = evaluate_on(p.objective, theta, p.data.x_train, p.data.y_train, p.data.num_classes)
     write_json(test_path, {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
                            "train_accuracy": train["accuracy"], **end_point(dataset, p.model_spec, theta)})
+
+
+def _sharpness_measures(p: Problem, theta, settings: dict, finite: bool) -> dict:
+    """The opt-in measures of :mod:`normsharp.sharpness_measures` (density, adaptive, per layer) at θ; not
+    measured (NaN, empty) where the run diverged."""
+    from .sharpness_measures import measure, not_measured
+
+    if not finite:
+        return not_measured()
+    out = measure(p.objective, p.model, theta, settings, p.dtype, p.device)
+    log.info("sharpness measures: density %d HVPs %.2f s, adaptive %d grads %.2f s, layers %d HVPs %.2f s",
+             out["density_n_hvp"], out["density_seconds"], out["adaptive_sharpness_n_grad"],
+             out["adaptive_sharpness_seconds"], out["layer_sharpness_n_hvp"], out["layer_sharpness_seconds"])
+    return out
 
 
 def _records(run_dir: Path) -> tuple[dict, dict, dict]:
@@ -277,16 +294,21 @@ class _EndPoints:
         return len(self.run_dirs)
 
 
-def aggregate(run_dirs: list, runs_path, trajectories_path, transition_tol: float = 0.1) -> None:
+def aggregate(run_dirs: list, runs_path, trajectories_path, transition_tol: float = 0.1,
+              spectra_path=None) -> None:
     """One row per run into ``runs_path`` (:func:`normsharp.analysis.runs_frame`: the records, each setup and
-    seed's observed transition, the gaps to the flow); all trajectories, long form, into ``trajectories_path``.
-    θ₀ of a setup and seed is the ``init.pt`` above its GF run."""
+    seed's observed transition, the gaps to the flow); all trajectories, long form, into ``trajectories_path``;
+    the spectral-density quadratures (:func:`normsharp.analysis.spectra_frame`, empty where geometry.density is
+    off) into ``spectra_path``. θ₀ of a setup and seed is the ``init.pt`` above its GF run."""
     import pandas as pd
 
-    from .analysis import run_row, runs_frame, trajectories_frame
+    from .analysis import run_row, runs_frame, spectra_frame, trajectories_frame
 
     run_dirs = list(map(Path, run_dirs))
-    rows = [run_row(*_records(d)) for d in run_dirs]
+    records = [_records(d) for d in run_dirs]
+    rows = [run_row(*r) for r in records]
+    if spectra_path is not None:
+        write_parquet(spectra_path, spectra_frame(rows, [geometry.get("density") for _, geometry, _ in records]))
     theta0 = {(r["setup"], r["seed"]): load_tensor(d.parent / "init.pt")["theta0"]
               for r, d in zip(rows, run_dirs) if r["method"] == "gf"}
     runs = runs_frame(rows, _EndPoints(run_dirs), theta0, transition_tol)

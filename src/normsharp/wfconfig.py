@@ -132,3 +132,12 @@ def setup_optimizers(setups: dict) -> dict:
                               f"the grid must be absolute: eta.absolute, without relative or refine")
         chosen[name] = opt
     return chosen
+
+
+def measure_figures(geometry: dict) -> list[str]:
+    """The figures of normsharp.registry.MEASURE_FIGURES whose opt-in measure the ``geometry`` settings turn on."""
+    from .registry import MEASURE_FIGURES
+    from .sharpness_measures import enabled
+
+    on = enabled(geometry)
+    return [name for name, key in MEASURE_FIGURES.items() if on[key]]

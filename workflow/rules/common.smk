@@ -53,6 +53,9 @@ DIAGONAL_SETUPS = {
 }
 if DIAGONAL_SETUPS:
     FIGURE_NAMES += DIAGONAL_FIGURES
+# The figures of an opt-in sharpness measure (geometry.density, adaptive_sharpness, layer_sharpness), when on.
+MEASURE_FIGURE_NAMES = wfconfig.measure_figures(config["geometry"])
+FIGURE_NAMES += MEASURE_FIGURE_NAMES
 FIGURE_FILES = [
     f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")
 ]

@@ -13,6 +13,7 @@ rule aggregate:
     output:
         runs=f"{R}/runs.parquet",
         trajectories=f"{R}/trajectories.parquet",
+        spectra=f"{R}/spectra.parquet",
     log:
         f"{R}/logs/aggregate.log",
     conda:
@@ -30,6 +31,7 @@ rule figures:
     input:
         runs=f"{R}/runs.parquet",
         trajectories=f"{R}/trajectories.parquet",
+        spectra=f"{R}/spectra.parquet",
     output:
         [
             report(
@@ -51,6 +53,7 @@ rule figures:
         options=config["figures"],
         diagonal=DIAGONAL_SETUPS,
         optimizers=set(OPTIMIZER_FIGURES) <= set(FIGURE_NAMES),
+        measures=MEASURE_FIGURE_NAMES,
         out_dir=lambda w, output: os.path.dirname(output[0]),
     script:
         "../scripts/figures.py"
