@@ -42,7 +42,8 @@ STATES = ("done", "running", "interrupted", "failed", "waiting")
 
 def write_plan(path, setups: dict) -> None:
     """``path`` (an experiment's plan.json, written atomically): ``setups`` maps each setup to its ``seeds``, its
-    configured ``runs`` (``gf`` first) and its ``refine_rounds``; stamped with the time it was written."""
+    configured ``runs`` (``gf`` first), its ``refine_rounds`` and its ε (``loss_threshold``); stamped with the
+    time it was written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -122,15 +123,16 @@ def _log_path(exp: Path, stage: str, setup: str, seed: int, run: str) -> Path:
     return exp / "logs" / rule / setup / f"seed{seed}" / f"{run}.log"
 
 
-def run_status(exp: Path, setup: str, seed: int, run: str, now: float) -> dict:
-    """The state of one run (module docstring) and what its files tell about it."""
+def run_status(exp: Path, setup: str, seed: int, run: str, now: float, loss_threshold: float | None = None) -> dict:
+    """The state of one run (module docstring) and what its files tell about it (ε from the plan, else from its
+    progress.json)."""
     d = exp / setup / f"seed{seed}" / run
     try:
         names = set(os.listdir(d))
     except OSError:
         names = set()
     row = {"setup": setup, "seed": seed, "run": run, "state": "waiting",
-           "stage": "gf" if run == "gf" else "gd"}
+           "stage": "gf" if run == "gf" else "gd", "loss_threshold": loss_threshold}
     if run[0] == "r":
         row["eta_over_eta_c"] = float(run[1:])
     elif run[0] == "a":
@@ -194,7 +196,9 @@ def experiment_status(exp: Path, now: float | None = None) -> dict:
     """{experiment, plan_written, runs: [row, …], counts, notes} of one experiment folder."""
     now = time.time() if now is None else now
     plan, runs = planned_runs(exp)
-    rows = [run_status(exp, setup, seed, run, now) for (setup, seed), names in runs.items() for run in names]
+    eps = {name: spec.get("loss_threshold") for name, spec in ((plan or {}).get("setups") or {}).items()}
+    rows = [run_status(exp, setup, seed, run, now, eps.get(setup)) for (setup, seed), names in runs.items()
+            for run in names]
     counts = {state: sum(r["state"] == state for r in rows) for state in STATES}
     return {"experiment": str(exp), "plan_written": (plan or {}).get("written"), "runs": rows, "counts": counts,
             "notes": setup_notes(exp, list(runs))}

@@ -179,6 +179,7 @@ def write_plan():
                 "seeds": sorted(set(cfg["seeds"])),
                 "runs": ["gf", *gd_runs(s)],
                 "refine_rounds": refine_rounds(s),
+                "loss_threshold": cfg["loss_threshold"],
             }
             for s, cfg in config["setups"].items()
         },
