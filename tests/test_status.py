@@ -135,9 +135,9 @@ CONFIG = {
     "setups": {"a": {"dataset": {"name": "digits", "n_train": 50},
                      "model": {"arch": "fcn", "width": 12, "depth": 2, "activation": "tanh"},
                      "loss": "mse", "loss_threshold": 1e-9}},  # not reached: every run ends at max_steps
-    "eta": {"relative": [0.5, 1.0, 2.0]},
+    "eta": {"relative": [0.25, 0.5, 0.8]},  # below η_c: no run diverges early
     "gf": {"max_steps": 60},
-    "gd": {"max_steps": 4000, "checkpoint_every": 100},
+    "gd": {"max_steps": 6000, "checkpoint_every": 100},
 }
 
 
@@ -162,8 +162,8 @@ def test_status_of_a_workflow_killed_halfway(tmp_path):
     first = subprocess.run(snakemake_args(tmp_path, "results/half/a/seed0/gf/geometry.json"), capture_output=True,
                            text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert states(json_status(exp)) == {("a", 0, "gf"): "done", ("a", 0, "r0.5"): "waiting",
-                                        ("a", 0, "r1.0"): "waiting", ("a", 0, "r2.0"): "waiting"}
+    assert states(json_status(exp)) == {("a", 0, "gf"): "done", ("a", 0, "r0.25"): "waiting",
+                                        ("a", 0, "r0.5"): "waiting", ("a", 0, "r0.8"): "waiting"}
 
     proc = subprocess.Popen(snakemake_args(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -172,17 +172,17 @@ def test_status_of_a_workflow_killed_halfway(tmp_path):
         assert proc.poll() is None, f"the workflow ended (rc={proc.returncode}) before a GD run reported"
         assert time.monotonic() < deadline, "no GD run reported progress after 180 s"
         time.sleep(0.2)
-        running = [r for r in json_status(exp)["runs"] if r["state"] == "running" and r.get("steps_per_second")]
+        running = [r for r in json_status(exp)["runs"] if r["state"] == "running" and r.get("step", 0) > 150]
         live = running[0] if running else None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert live["stage"] == "gd" and 0 < live["step"] < 4000 and live["loss"] > live["loss_threshold"] == 1e-9
-    assert live["steps_per_second"] > 0 and live["max_steps"] == 4000
+    assert live["stage"] == "gd" and 150 < live["step"] < 6000 and live["loss"] > live["loss_threshold"] == 1e-9
+    assert live["steps_per_second"] > 0 and live["max_steps"] == 6000 and live["sharpness"] > 0
     killed = live["run"]
 
     def expected(killed_state):
         return {("a", 0, run): "done" if run == "gf" else killed_state if run == killed else "waiting"
-                for run in ("gf", "r0.5", "r1.0", "r2.0")}
+                for run in ("gf", "r0.25", "r0.5", "r0.8")}
 
     assert states(json_status(exp)) == expected("running")  # its last update is fresh: a kill is not yet visible
     time.sleep(progress.stale_after(0.5) + 0.5)
@@ -197,7 +197,7 @@ def test_status_of_a_workflow_killed_halfway(tmp_path):
     subprocess.run(snakemake_args(tmp_path, "--unlock"), capture_output=True, check=True)
     rest = subprocess.run(snakemake_args(tmp_path), capture_output=True, text=True, timeout=600)
     assert rest.returncode == 0, rest.stderr[-3000:]
-    assert states(json_status(exp)) == expected("done")
+    assert set(states(json_status(exp)).values()) == {"done"}
     log = (exp / f"logs/train_gd/a/seed0/{killed}.log").read_text()
     assert "resuming from" in log  # the killed run went on from its checkpoint
     assert not list(exp.glob(f"*/seed0/*/{progress.NAME}")), "a finished job leaves no progress.json"
