@@ -194,10 +194,15 @@ def test_status_of_a_workflow_killed_halfway(tmp_path):
     print(text)
     assert f"a      0     {killed}" in text and "1 done, 1 interrupted, 2 waiting" in text
 
+    # the rest with two threads and chunked sums: execution settings, so the killed run resumes from its checkpoint
     subprocess.run(snakemake_args(tmp_path, "--unlock"), capture_output=True, check=True)
-    rest = subprocess.run(snakemake_args(tmp_path), capture_output=True, text=True, timeout=600)
+    rest = subprocess.run(snakemake_args(tmp_path, "--cores", "2", "--config", "threads=2", "chunk_size=16"),
+                          capture_output=True, text=True, timeout=600)
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert set(states(json_status(exp)).values()) == {"done"}
     log = (exp / f"logs/train_gd/a/seed0/{killed}.log").read_text()
     assert "resuming from" in log  # the killed run went on from its checkpoint
+    result = json.loads((exp / f"a/seed0/{killed}/result.json").read_text())
+    assert result["resumed_at_step"] >= 100 and result["threads"] == 2 and result["chunk_size"] == 16
+    assert json.loads((exp / "a/seed0/gf/result.json").read_text())["threads"] == 1  # computed before: kept
     assert not list(exp.glob(f"*/seed0/*/{progress.NAME}")), "a finished job leaves no progress.json"

@@ -229,10 +229,11 @@ def format_table(status: dict) -> str:
               "note"]
     table = [header]
     for r in status["runs"]:
-        step = _num(r.get("step") if r["state"] != "done" else r.get("steps"), "d")
-        if step and r.get("max_steps") and r["state"] != "done":
+        live = "step" in r  # what its job reported last; else what result.json says (a trained run)
+        step = _num(r["step"] if live else r.get("steps"), "d")
+        if step and live and r.get("max_steps"):
             step += f"/{r['max_steps']}"
-        loss = r.get("loss") if r["state"] != "done" else r.get("train_loss")
+        loss = r.get("loss") if live else r.get("train_loss")
         note = r.get("note") or (r.get("status") if r["state"] == "done" else "")
         ago = r.get("updated_seconds_ago")
         table.append([r["setup"], str(r["seed"]), r["run"], _num(r.get("eta_over_eta_c")), r["state"],
@@ -266,10 +267,12 @@ def main(argv=None) -> int:
 def cli(argv=None) -> int:
     """The ``normsharp`` console script: ``normsharp status [RESULTS_DIR] [--json]``."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] != "status":
-        print("usage: normsharp status [RESULTS_DIR] [--json]   (normsharp status --help)", file=sys.stderr)
-        return 2
-    return main(argv[1:])
+    if argv and argv[0] == "status":
+        return main(argv[1:])
+    asked = argv[:1] in (["-h"], ["--help"])
+    print("usage: normsharp status [RESULTS_DIR] [--json]   (normsharp status --help)",
+          file=sys.stdout if asked else sys.stderr)
+    return 0 if asked else 2
 
 
 if __name__ == "__main__":
