@@ -137,7 +137,7 @@ CONFIG = {
                      "loss": "mse", "loss_threshold": 1e-9}},  # not reached: every run ends at max_steps
     "eta": {"relative": [0.25, 0.5, 0.8]},  # below η_c: no run diverges early
     "gf": {"max_steps": 60},
-    "gd": {"max_steps": 6000, "checkpoint_every": 100},
+    "gd": {"max_steps": 2500, "checkpoint_every": 100, "sharpness_every": 500},
 }
 
 
@@ -176,8 +176,8 @@ def test_status_of_a_workflow_killed_halfway(tmp_path):
         live = running[0] if running else None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert live["stage"] == "gd" and 150 < live["step"] < 6000 and live["loss"] > live["loss_threshold"] == 1e-9
-    assert live["steps_per_second"] > 0 and live["max_steps"] == 6000 and live["sharpness"] > 0
+    assert live["stage"] == "gd" and 150 < live["step"] < 2500 and live["loss"] > live["loss_threshold"] == 1e-9
+    assert live["steps_per_second"] > 0 and live["max_steps"] == 2500 and live["sharpness"] > 0
     killed = live["run"]
 
     def expected(killed_state):
@@ -196,13 +196,13 @@ def test_status_of_a_workflow_killed_halfway(tmp_path):
 
     # the rest with two threads and chunked sums: execution settings, so the killed run resumes from its checkpoint
     subprocess.run(snakemake_args(tmp_path, "--unlock"), capture_output=True, check=True)
-    rest = subprocess.run(snakemake_args(tmp_path, "--cores", "2", "--config", "threads=2", "chunk_size=16"),
+    rest = subprocess.run(snakemake_args(tmp_path, "--cores", "2", "--config", "threads=2", "chunk_size=25"),
                           capture_output=True, text=True, timeout=600)
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert set(states(json_status(exp)).values()) == {"done"}
     log = (exp / f"logs/train_gd/a/seed0/{killed}.log").read_text()
     assert "resuming from" in log  # the killed run went on from its checkpoint
     result = json.loads((exp / f"a/seed0/{killed}/result.json").read_text())
-    assert result["resumed_at_step"] >= 100 and result["threads"] == 2 and result["chunk_size"] == 16
+    assert result["resumed_at_step"] >= 100 and result["threads"] == 2 and result["chunk_size"] == 25
     assert json.loads((exp / "a/seed0/gf/result.json").read_text())["threads"] == 1  # computed before: kept
     assert not list(exp.glob(f"*/seed0/*/{progress.NAME}")), "a finished job leaves no progress.json"

@@ -8,8 +8,9 @@ out of time, its node lost) whatever one step costs. A job that raises writes ``
 a job that ends removes the file (its results say the rest). Standard library only: the status reader imports
 this module, and it starts in a few milliseconds.
 
-Fields: ``stage`` (gd, gf, evaluate), ``state`` (running, failed, interrupted), ``started``, ``updated`` and ``reported``
-(Unix times: job start, last write, last step report), ``every_seconds``, ``wall_seconds``, ``host``, ``pid``,
+Fields: ``stage`` (gd, gf, evaluate), ``state`` (running, failed, interrupted), ``started``, ``updated`` and
+``reported`` (Unix times: job start, last write, last step report), ``every_seconds``, ``wall_seconds``, ``host``,
+``pid``,
 what the job fixed at its start (``loss_threshold``, ``max_steps``, ``eta`` …) and what its run reported last
 (``step``, ``loss``, ``sharpness``, ``steps_per_second`` …); ``error`` when failed.
 """

@@ -236,9 +236,10 @@ def format_table(status: dict) -> str:
         loss = r.get("loss") if live else r.get("train_loss")
         note = r.get("note") or (r.get("status") if r["state"] == "done" else "")
         ago = r.get("updated_seconds_ago")
-        table.append([r["setup"], str(r["seed"]), r["run"], _num(r.get("eta_over_eta_c")), r["state"],
-                      r["stage"] if r["state"] in ("running", "interrupted", "failed") else "", step, _num(loss), _num(r.get("loss_threshold")),
-                      _num(r.get("sharpness")), _num(r.get("steps_per_second"), ".3g"),
+        stage = r["stage"] if r["state"] in ("running", "interrupted", "failed") else ""
+        table.append([r["setup"], str(r["seed"]), r["run"], _num(r.get("eta_over_eta_c")), r["state"], stage, step,
+                      _num(loss), _num(r.get("loss_threshold")), _num(r.get("sharpness")),
+                      _num(r.get("steps_per_second"), ".3g"),
                       "" if ago is None else f"{_age(ago)} ago", note or ""])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
