@@ -165,8 +165,9 @@ def test_status_of_a_workflow_killed_halfway(tmp_path):
     assert states(json_status(exp)) == {("a", 0, "gf"): "done", ("a", 0, "r0.25"): "waiting",
                                         ("a", 0, "r0.5"): "waiting", ("a", 0, "r0.8"): "waiting"}
 
-    proc = subprocess.Popen(snakemake_args(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    evaluated = [f"results/half/a/seed0/{run}/geometry.json" for run in ("r0.25", "r0.5", "r0.8")]  # no figures
+    proc = subprocess.Popen(snakemake_args(tmp_path, *evaluated), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline, live = time.monotonic() + 180, None
     while live is None:
         assert proc.poll() is None, f"the workflow ended (rc={proc.returncode}) before a GD run reported"
@@ -196,8 +197,8 @@ def test_status_of_a_workflow_killed_halfway(tmp_path):
 
     # the rest with two threads and chunked sums: execution settings, so the killed run resumes from its checkpoint
     subprocess.run(snakemake_args(tmp_path, "--unlock"), capture_output=True, check=True)
-    rest = subprocess.run(snakemake_args(tmp_path, "--cores", "2", "--config", "threads=2", "chunk_size=25"),
-                          capture_output=True, text=True, timeout=600)
+    rest = subprocess.run(snakemake_args(tmp_path, *evaluated, "--cores", "2", "--config", "threads=2",
+                                         "chunk_size=25"), capture_output=True, text=True, timeout=600)
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert set(states(json_status(exp)).values()) == {"done"}
     log = (exp / f"logs/train_gd/a/seed0/{killed}.log").read_text()
