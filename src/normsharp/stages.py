@@ -264,7 +264,7 @@ def _records(run_dir: Path) -> tuple[dict, dict, dict]:
 def refine_eta(run_dirs: list, settings: dict, transition_tol: float, out_path) -> None:
     """One refinement round of a setup and seed's η sweep (its GD runs so far in ``run_dirs``, in the order
     of the previous round's list): :func:`normsharp.analysis.propose_refinement` with ``settings``
-    (width, points, test_minimum), written to ``out_path``."""
+    (width, points, test_minimum, extend_factor), written to ``out_path``."""
     import pandas as pd
 
     from .analysis import propose_refinement
@@ -275,9 +275,11 @@ def refine_eta(run_dirs: list, settings: dict, transition_tol: float, out_path) 
         rows.append({"run": run_dir.name, "ratio": result["eta"] / result["eta_c"], "status": result["status"],
                      "sharpness": geometry["sharpness"], "test_loss": test["test_loss"]})
     proposal = propose_refinement(pd.DataFrame(rows), width=settings["width"], points=settings["points"],
-                                  test_minimum=bool(settings.get("test_minimum")), tol=transition_tol)
-    log.info("refine_eta: bracket %s (width %.4g), adding %s", proposal["bracket"], proposal["width"],
-             proposal["added"])
+                                  test_minimum=bool(settings.get("test_minimum")), tol=transition_tol,
+                                  extend_factor=settings.get("extend_factor", 1.25))
+    least = proposal["test_minimum"]
+    log.info("refine_eta: bracket %s (width %.4g); least test loss at %.4g η_c (%s); adding %s", proposal["bracket"],
+             proposal["width"], least["ratio"], least["status"], proposal["added"])
     write_json(out_path, proposal)
 
 
