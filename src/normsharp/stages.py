@@ -297,14 +297,17 @@ class _EndPoints:
 
 
 def aggregate(run_dirs: list, runs_path, trajectories_path, transition_tol: float = 0.1,
-              spectra_path=None) -> None:
+              spectra_path=None, correlations_path=None) -> None:
     """One row per run into ``runs_path`` (:func:`normsharp.analysis.runs_frame`: the records, each setup and
     seed's observed transition, the gaps to the flow); all trajectories, long form, into ``trajectories_path``;
     the spectral-density quadratures (:func:`normsharp.analysis.spectra_frame`, empty where geometry.density is
-    off) into ``spectra_path``. θ₀ of a setup and seed is the ``init.pt`` above its GF run."""
+    off) into ``spectra_path``; each measure's Kendall τ with the test loss per setup and seed
+    (:func:`normsharp.correlations.correlations_frame`) into ``correlations_path``. θ₀ of a setup and seed is
+    the ``init.pt`` above its GF run."""
     import pandas as pd
 
     from .analysis import run_row, runs_frame, spectra_frame, trajectories_frame
+    from .correlations import correlations_frame
 
     run_dirs = list(map(Path, run_dirs))
     records = [_records(d) for d in run_dirs]
@@ -317,4 +320,6 @@ def aggregate(run_dirs: list, runs_path, trajectories_path, transition_tol: floa
     traj = trajectories_frame(rows, [pd.read_parquet(d / "trajectory.parquet") for d in run_dirs])
     write_parquet(runs_path, runs)
     write_parquet(trajectories_path, traj)
+    if correlations_path is not None:
+        write_parquet(correlations_path, correlations_frame(runs))
     log.info("aggregate: %d runs, %d trajectory rows", len(runs), len(traj))
