@@ -194,3 +194,27 @@ def test_another_round_shows_its_added_eta_in_a_dry_run(refined):
     for r in second["added"]:
         assert f"run=r{r!r}" in dry.stdout + dry.stderr
     assert planned_jobs(refined, cfg)["train_gd"] == len(second["added"])
+
+
+EDGE = copy.deepcopy(REFINED)
+EDGE["eta"] = {"relative": [0.5, 0.8], "refine": {"rounds": 2, "points": 1, "width": 0.3, "test_minimum": True}}
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_rounds_extend_the_grid_while_the_least_test_loss_is_at_its_edge(tmp_path):
+    """On setup a the test loss still falls at 0.8 η_c (measured: 0.3417 at 0.8, 0.3413 at 1.0, 0.3409 at 1.25):
+    each round adds the largest η × 1.25, and the runs it adds are trained, evaluated and aggregated."""
+    out = snakemake(tmp_path, config=EDGE)
+    assert out.returncode == 0, out.stderr[-4000:]
+    rounds = [json.loads((tmp_path / f"results/mini/a/seed0/refine/round{k}.json").read_text()) for k in (1, 2)]
+    assert [r["test_minimum"]["status"] for r in rounds] == ["edge", "edge"]
+    assert [r["test_minimum"]["ratio"] for r in rounds] == pytest.approx([0.8, 1.0])
+    assert [r["added"] for r in rounds] == [[1.0], [1.25]]
+    runs = pd.read_parquet(tmp_path / "results/mini/runs.parquet")
+    gd = runs[runs.method == "gd"]
+    assert sorted(gd.eta_over_eta_c.round(9)) == [0.5, 0.8, 1.0, 1.25] and (gd.status == "converged").all()
+    before = gd[gd.eta_over_eta_c < 1.2]  # the runs round 2 saw
+    assert locate_test_minimum(before.eta_over_eta_c, before.test_loss, before.status)["test_loss"] == \
+        rounds[1]["test_minimum"]["test_loss"]
+    assert (tmp_path / "results/mini/figures/test_loss_vs_eta.png").stat().st_size > 1000

@@ -41,5 +41,5 @@ def test_loss_correlations(study: Study, axes, setup: str):
     ax.axvline(0.0, color="grey", lw=0.8)
     ax.set_yticks(y, names, fontsize=8)
     ax.set_xticks([-1, -0.5, 0, 0.5, 1])
-    ax.set(xlim=(-1.05, 1.6), ylim=(-0.7, len(names) + 0.5), xlabel="Kendall τ-b with the test loss across η",
+    ax.set(xlim=(-1.05, 1.6), ylim=(-0.7, len(names) + 1.4), xlabel="Kendall τ-b with the test loss across η",
            title=setup)
