@@ -120,7 +120,8 @@ def sharpness_norm_tradeoff(study: Study, axes, setup: str):
 
 @figure("phase_diagram", rows=3)
 def phase_diagram(study: Study, axes, setup: str):
-    """The paper's main figure: final S, ℓ1 norm and test loss against η/η_c, GF values dash-dotted."""
+    """The paper's main figure: final S, ℓ1 norm and test loss against η/η_c, GF values dash-dotted, each seed's
+    least test loss starred."""
     gd, gf = setup_runs(study.runs, setup)
     for ax, column, ylabel in zip(axes, ("sharpness", "l1_norm", "test_loss"),
                                   ("sharpness S", "ℓ1 norm of θ", "test loss")):
@@ -130,6 +131,7 @@ def phase_diagram(study: Study, axes, setup: str):
         sweep_axis(ax, gd)
         ax.set_ylabel(ylabel)
     _two_over_eta(axes[0], gd)
+    test_minimum_marks(axes[2], gd)
     axes[0].set_yscale("log")
     plain_log(axes[0].yaxis)
     axes[0].set_title(setup)
