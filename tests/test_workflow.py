@@ -141,8 +141,12 @@ def test_correlations_parquet_ranks_every_recorded_measure(finished):
         assert list(rows.measure) == recorded  # every recorded measure, in the table's order
         gd = runs[(runs.setup == setup) & (runs.seed == seed) & (runs.method == "gd") & (runs.status == "converged")]
         for r in rows.itertuples():
-            assert r.n == len(gd) == 2  # 0.5 and 2 η_c converge, 40 η_c diverges
-            assert r.tau == kendall_tau_b(gd[r.column], gd.test_loss)[0] and abs(r.tau) == 1
+            both = np.isfinite(gd[r.column].to_numpy(float)) & np.isfinite(gd.test_loss.to_numpy(float))
+            assert r.n == both.sum() >= 1
+            expected = kendall_tau_b(gd[r.column], gd.test_loss)[0]
+            assert r.tau == expected or (np.isnan(r.tau) and np.isnan(expected))
+            if r.measure in ("sharpness", "trace", "l1_norm", "l2_norm", "dist_to_init"):
+                assert r.n == len(gd) == 2 and abs(r.tau) == 1  # 0.5 and 2 η_c converge, 40 η_c diverges
 
 
 @pytest.mark.slow
