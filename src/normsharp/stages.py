@@ -264,7 +264,7 @@ def _records(run_dir: Path) -> tuple[dict, dict, dict]:
 def refine_eta(run_dirs: list, settings: dict, transition_tol: float, out_path) -> None:
     """One refinement round of a setup and seed's η sweep (its GD runs so far in ``run_dirs``, in the order
     of the previous round's list): :func:`normsharp.analysis.propose_refinement` with ``settings``
-    (width, points, test_minimum), written to ``out_path``."""
+    (width, points, test_minimum, extend_factor), written to ``out_path``."""
     import pandas as pd
 
     from .analysis import propose_refinement
@@ -275,9 +275,11 @@ def refine_eta(run_dirs: list, settings: dict, transition_tol: float, out_path) 
         rows.append({"run": run_dir.name, "ratio": result["eta"] / result["eta_c"], "status": result["status"],
                      "sharpness": geometry["sharpness"], "test_loss": test["test_loss"]})
     proposal = propose_refinement(pd.DataFrame(rows), width=settings["width"], points=settings["points"],
-                                  test_minimum=bool(settings.get("test_minimum")), tol=transition_tol)
-    log.info("refine_eta: bracket %s (width %.4g), adding %s", proposal["bracket"], proposal["width"],
-             proposal["added"])
+                                  test_minimum=bool(settings.get("test_minimum")), tol=transition_tol,
+                                  extend_factor=settings.get("extend_factor", 1.25))
+    least = proposal["test_minimum"]
+    log.info("refine_eta: bracket %s (width %.4g); least test loss at %.4g η_c (%s); adding %s", proposal["bracket"],
+             proposal["width"], least["ratio"], least["status"], proposal["added"])
     write_json(out_path, proposal)
 
 
@@ -295,14 +297,17 @@ class _EndPoints:
 
 
 def aggregate(run_dirs: list, runs_path, trajectories_path, transition_tol: float = 0.1,
-              spectra_path=None) -> None:
+              spectra_path=None, correlations_path=None) -> None:
     """One row per run into ``runs_path`` (:func:`normsharp.analysis.runs_frame`: the records, each setup and
     seed's observed transition, the gaps to the flow); all trajectories, long form, into ``trajectories_path``;
     the spectral-density quadratures (:func:`normsharp.analysis.spectra_frame`, empty where geometry.density is
-    off) into ``spectra_path``. θ₀ of a setup and seed is the ``init.pt`` above its GF run."""
+    off) into ``spectra_path``; each measure's Kendall τ with the test loss per setup and seed
+    (:func:`normsharp.correlations.correlations_frame`) into ``correlations_path``. θ₀ of a setup and seed is
+    the ``init.pt`` above its GF run."""
     import pandas as pd
 
     from .analysis import run_row, runs_frame, spectra_frame, trajectories_frame
+    from .correlations import correlations_frame
 
     run_dirs = list(map(Path, run_dirs))
     records = [_records(d) for d in run_dirs]
@@ -315,4 +320,6 @@ def aggregate(run_dirs: list, runs_path, trajectories_path, transition_tol: floa
     traj = trajectories_frame(rows, [pd.read_parquet(d / "trajectory.parquet") for d in run_dirs])
     write_parquet(runs_path, runs)
     write_parquet(trajectories_path, traj)
+    if correlations_path is not None:
+        write_parquet(correlations_path, correlations_frame(runs))
     log.info("aggregate: %d runs, %d trajectory rows", len(runs), len(traj))
