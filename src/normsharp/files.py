@@ -63,15 +63,16 @@ def write_json(path, obj: dict) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=float)))
 
 
-def corrupt(path, why: str | BaseException) -> CorruptFileError:
+def corrupt(path, why: str | BaseException, kind: str = "file") -> CorruptFileError:
     """The error for a file that cannot be trusted: names it, says why, gives the command that recomputes it.
 
     ``snakemake --forcerun FILE`` reruns the job that writes FILE and every job downstream of it; the path is
-    the one the job was given (relative to the workflow's working directory)."""
+    the one the job was given (relative to the workflow's working directory). ``kind``: what it should be."""
     if isinstance(why, pickle.UnpicklingError):
         why = "it holds Python objects beyond tensors and plain data, refused since loading them could run code"
     elif isinstance(why, BaseException):
-        why = (str(why).strip().splitlines() or [""])[0][:160] or type(why).__name__
+        first = (str(why).strip().splitlines() or [""])[0][:160] or type(why).__name__
+        why = f"truncated or not a {kind}: {first}"
     return CorruptFileError(f"{path} is corrupt ({why}); recompute it and what depends on it with: "
                             f"snakemake --cores N --forcerun {path} (and this run's --configfile, if any)")
 
@@ -81,7 +82,7 @@ def read_json(path) -> dict:
     try:
         record = json.loads(Path(path).read_bytes())
     except (ValueError, UnicodeDecodeError) as err:  # json.JSONDecodeError is a ValueError
-        raise corrupt(path, err) from None
+        raise corrupt(path, err, "JSON file") from None
     if not isinstance(record, dict):
         raise corrupt(path, f"a JSON {type(record).__name__}, not a record")
     return record
@@ -102,7 +103,7 @@ def _torch_load(path):
     except FileNotFoundError:
         raise
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        raise corrupt(path, err) from None
+        raise corrupt(path, err, "torch file") from None
 
 
 def load_tensor(path) -> torch.Tensor:
@@ -146,7 +147,7 @@ def read_parquet(path):
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as err:  # ArrowInvalid (a truncated file) is also a ValueError
-        raise corrupt(path, err) from None
+        raise corrupt(path, err, "Parquet file") from None
 
 
 def write_trajectory(path, rows: list[dict]) -> None:

@@ -310,12 +310,12 @@ def aggregate(run_dirs: list, runs_path, trajectories_path, transition_tol: floa
     run_dirs = list(map(Path, run_dirs))
     records = [_records(d) for d in run_dirs]
     rows = [run_row(*r) for r in records]
-    if spectra_path is not None:
-        write_parquet(spectra_path, spectra_frame(rows, [geometry.get("density") for _, geometry, _ in records]))
     theta0 = {(r["setup"], r["seed"]): load_init(d.parent / "init.pt")["theta0"]
               for r, d in zip(rows, run_dirs) if r["method"] == "gf"}
     runs = runs_frame(rows, _EndPoints(run_dirs), theta0, transition_tol)
     traj = trajectories_frame(rows, [read_parquet(d / "trajectory.parquet") for d in run_dirs])
+    if spectra_path is not None:  # every input read: a corrupt one stops the job before anything is written
+        write_parquet(spectra_path, spectra_frame(rows, [geometry.get("density") for _, geometry, _ in records]))
     write_parquet(runs_path, runs)
     write_parquet(trajectories_path, traj)
     log.info("aggregate: %d runs, %d trajectory rows", len(runs), len(traj))
