@@ -1,4 +1,4 @@
-"""Checkpoints that survive a kill: written atomically, refused when the settings differ.
+"""Checkpoints that survive a kill: written atomically, refused when the settings differ, set aside when unreadable.
 
 A file holds ``{format, key, settings, kind, state}``: ``key`` is the fingerprint of the run's settings,
 ``kind`` the name of the run-state class (``dynamics.GDState`` …) and ``state`` its ``to_dict()``, made of
