@@ -63,7 +63,7 @@ def test_gd_to_gf_gaps(finished):
     gf = runs[runs.method == "gf"].set_index(["setup", "seed"])
     assert (gf[["dist_to_gf", "rel_dist_to_gf", "train_loss_gap_gf", "sharpness_gap_gf"]] == 0).all().all()
     base = finished / "results/mini/a/seed0"
-    theta0 = torch.load(base / "init.pt", weights_only=False)["theta0"]
+    theta0 = torch.load(base / "init.pt", weights_only=True)["theta0"]
     theta_gf = torch.load(base / "gf/theta.pt")
     row = runs[(runs.setup == "a") & (runs.eta_over_eta_c == 0.5)].iloc[0]
     dist = float((torch.load(base / "r0.5/theta.pt") - theta_gf).norm())

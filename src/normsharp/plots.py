@@ -27,6 +27,7 @@ from . import figures_correlations, figures_measures, figures_sweep  # noqa: F40
 from .figures_common import DRAWINGS, Study, panels, save
 from .figures_dln import draw_diagonal_figures
 from .figures_optimizers import optimizer_edges
+from .files import read_parquet
 from .registry import DIAGONAL_FIGURES, FIGURES, MEASURE_FIGURES, OPTIMIZER_FIGURES
 
 
@@ -44,9 +45,9 @@ def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dic
     if unknown:
         raise RuntimeError(f"figures {unknown} are in normsharp.registry.FIGURES or drawn (@figure), not both: "
                            "add the name to the registry, or the drawing to a figures_* module that plots imports")
-    spectra = pd.read_parquet(spectra_path) if spectra_path else pd.DataFrame()
-    correlations = pd.read_parquet(correlations_path) if correlations_path else pd.DataFrame()
-    study = Study(pd.read_parquet(runs_path), pd.read_parquet(trajectories_path), options, spectra, correlations)
+    spectra = read_parquet(spectra_path) if spectra_path else pd.DataFrame()
+    correlations = read_parquet(correlations_path) if correlations_path else pd.DataFrame()
+    study = Study(read_parquet(runs_path), read_parquet(trajectories_path), options, spectra, correlations)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     setups = sorted(study.runs.setup.unique())

@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
-from .files import atomic_write, load_tensor, read_json, save_tensor, write_json, write_parquet, write_trajectory
+from .files import (
+    atomic_write,
+    load_init,
+    load_prepared_fields,
+    load_tensor,
+    read_json,
+    read_parquet,
+    save_tensor,
+    write_json,
+    write_parquet,
+    write_trajectory,
+)
 from .provenance import provenance
 
 if TYPE_CHECKING:
@@ -53,11 +64,9 @@ def prepare_data(spec: dict, loss: str, out_path) -> None:
 
 def load_prepared(path, device: torch.device, dtype: torch.dtype) -> Data:
     """The prepared dataset on ``device`` (inputs and real targets in ``dtype``, labels stay integer)."""
-    import torch
-
     from .data import Data
 
-    fields = torch.load(path, map_location="cpu", weights_only=False)
+    fields = load_prepared_fields(path)
     for key in ("x_train", "y_train", "x_test", "y_test"):
         t = fields[key]
         fields[key] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
@@ -85,8 +94,6 @@ class Problem:
     """Data, model and θ₀ of one (setup, seed) on the configured device, with the training objective."""
 
     def __init__(self, data_path, init_path, loss: str, numerics: dict):
-        import torch
-
         from .models import build_model
         from .numerics import setup_numerics
         from .objective import NetObjective
@@ -94,7 +101,7 @@ class Problem:
         self.device, self.dtype = setup_numerics(numerics.get("device", "auto"), numerics.get("dtype", "float64"),
                                                  numerics.get("threads"))
         self.data = load_prepared(data_path, self.device, self.dtype)
-        saved = torch.load(init_path, map_location="cpu", weights_only=False)
+        saved = load_init(init_path)
         self.model_spec = saved["model"]
         self.model = build_model(saved["model"], self.data.input_shape, self.data.output_dim, saved["seed"])
         if self.model.num_params != saved["num_params"]:
@@ -114,9 +121,7 @@ class Problem:
         return {"test_loss": out["loss"], "test_accuracy": out["accuracy"]}
 
     def load_theta(self, path) -> torch.Tensor:
-        import torch
-
-        return torch.load(path, map_location="cpu", weights_only=True).to(device=self.device, dtype=self.dtype)
+        return load_tensor(path).to(device=self.device, dtype=self.dtype)
 
 
 def _run_record(res, identity: dict, wall: float, p: Problem) -> dict:
@@ -304,20 +309,18 @@ def aggregate(run_dirs: list, runs_path, trajectories_path, transition_tol: floa
     off) into ``spectra_path``; each measure's Kendall τ with the test loss per setup and seed
     (:func:`normsharp.correlations.correlations_frame`) into ``correlations_path``. θ₀ of a setup and seed is
     the ``init.pt`` above its GF run."""
-    import pandas as pd
-
     from .analysis import run_row, runs_frame, spectra_frame, trajectories_frame
     from .correlations import correlations_frame
 
     run_dirs = list(map(Path, run_dirs))
     records = [_records(d) for d in run_dirs]
     rows = [run_row(*r) for r in records]
-    if spectra_path is not None:
-        write_parquet(spectra_path, spectra_frame(rows, [geometry.get("density") for _, geometry, _ in records]))
-    theta0 = {(r["setup"], r["seed"]): load_tensor(d.parent / "init.pt")["theta0"]
+    theta0 = {(r["setup"], r["seed"]): load_init(d.parent / "init.pt")["theta0"]
               for r, d in zip(rows, run_dirs) if r["method"] == "gf"}
     runs = runs_frame(rows, _EndPoints(run_dirs), theta0, transition_tol)
-    traj = trajectories_frame(rows, [pd.read_parquet(d / "trajectory.parquet") for d in run_dirs])
+    traj = trajectories_frame(rows, [read_parquet(d / "trajectory.parquet") for d in run_dirs])
+    if spectra_path is not None:  # every input read: a corrupt one stops the job before anything is written
+        write_parquet(spectra_path, spectra_frame(rows, [geometry.get("density") for _, geometry, _ in records]))
     write_parquet(runs_path, runs)
     write_parquet(trajectories_path, traj)
     if correlations_path is not None:
