@@ -64,7 +64,7 @@ def run(model: str, method: str, par: float, every: int) -> dict:
     """One gradient-flow run (cached in OUT): counts, t_ε, s_GF, final θ."""
     path = OUT / f"{model}_{method}_{par:g}_{every}.pt"
     if path.exists():
-        return torch.load(path, weights_only=False)
+        return torch.load(path, weights_only=True)  # plain numbers and a tensor
     n, width, eps = MODELS[model]
     data = load_data({"name": "digits", "n_train": n}, "mse")
     net = build_model({"arch": "fcn", "width": width, "depth": 2, "activation": "tanh"}, data.input_shape,

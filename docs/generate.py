@@ -7,6 +7,8 @@ docs/*.md and is rebuilt from its source, so it cannot drift from the code:
   (``x-kind``: science or execution), description), in docs/configuration.md and config/README.md.
 - ``run-columns`` / ``trajectory-columns``: the columns of runs.parquet and trajectories.parquet, from the code's
   column tables, described by :data:`RUN_COLUMN_DOCS`, :data:`EXTRA_RUN_COLUMNS` and :data:`TRAJECTORY_COLUMN_DOCS`.
+- ``correlation-columns`` / ``correlation-measures``: the columns of correlations.parquet
+  (:data:`CORRELATION_COLUMN_DOCS`) and the measures it correlates (normsharp.correlations.MEASURES).
 - ``dln-minimisers``: the diagonal-linear-network minimisers, :func:`normsharp.theory.markdown_table`.
 - ``module-map``: every module of src/normsharp with its first docstring sentence, lines and normsharp imports.
 """
@@ -140,6 +142,21 @@ TRAJECTORY_COLUMN_DOCS = {
 }
 
 
+# correlations.parquet (normsharp.correlations.COLUMNS); tests/test_docs.py fails when the key sets differ
+CORRELATION_COLUMN_DOCS = {
+    "experiment": "the config's `experiment`",
+    "setup": "the setup's name under `setups`",
+    "seed": "init seed",
+    "measure": "the measure's name in the table below",
+    "kind": "`sharpness` or `norm`",
+    "column": "the runs.parquet column it is read from",
+    "tau": "Kendall's τ-b of the measure with `test_loss` over the setup and seed's converged GD runs (one per η); "
+           "NaN when n < 2 or either is constant",
+    "p_value": "two-sided p-value of τ = 0 (normal approximation with the tie-corrected variance); NaN when n < 3",
+    "n": "runs with both the measure and the test loss finite",
+}
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -163,6 +180,20 @@ def trajectory_columns() -> str:
 
     return _table(["column", "meaning"],
                   [[f"`{name}`", TRAJECTORY_COLUMN_DOCS.get(name, "")] for name in files.TRAJECTORY_COLUMNS])
+
+
+def correlation_columns() -> str:
+    from normsharp import correlations
+
+    return _table(["column", "type", "meaning"], [[f"`{name}`", dtype, CORRELATION_COLUMN_DOCS.get(name, "")]
+                                                  for name, dtype in correlations.COLUMNS.items()])
+
+
+def correlation_measures() -> str:
+    from normsharp import correlations
+
+    return _table(["measure", "column", "kind", "what"], [[f"`{name}`", f"`{m.column}`", m.kind, m.description]
+                                                         for name, m in correlations.MEASURES.items()])
 
 
 def dln_minimisers() -> str:
@@ -323,6 +354,8 @@ GENERATORS = {
     "config": config_reference,
     "run-columns": run_columns,
     "trajectory-columns": trajectory_columns,
+    "correlation-columns": correlation_columns,
+    "correlation-measures": correlation_measures,
     "dln-minimisers": dln_minimisers,
     "module-map": module_map,
 }

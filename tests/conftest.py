@@ -6,6 +6,7 @@ Tiers (markers, registered in pyproject.toml): ``workflow`` starts snakemake, ``
 """
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,33 @@ def planned_jobs(workdir: Path, config: dict | str | None = None, *args: str) ->
     out = snakemake(workdir, "-n", *args, config=config)
     assert out.returncode == 0, out.stderr
     return job_counts(out.stdout + out.stderr)
+
+
+@pytest.fixture(scope="session")
+def finished_mini(tmp_path_factory) -> Path:
+    """A working directory holding the finished reduced quickstart (.test/config/mini.yaml, results/mini), run
+    once per test worker through the CLI. Tests read it and must not change it: one that damages or reruns
+    something works on a copy (``copy_workdir``)."""
+    workdir = tmp_path_factory.mktemp("finished-mini")
+    out = snakemake(workdir, config=reduced_config("mini"))
+    assert out.returncode == 0, out.stderr[-4000:]
+    return workdir
+
+
+def copy_workdir(src: Path, dst: Path) -> Path:
+    """A copy of a working directory with its results and .snakemake metadata, modification times kept (so the
+    copy plans exactly what the original would)."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def science(runs):
+    """The columns of a runs table that a study reports, list cells as tuples: everything but the provenance
+    (versions, commit, machine) and the wall times (``*_seconds``), which differ between two runs of one config."""
+    from normsharp.provenance import COLUMNS as PROVENANCE
+
+    keep = [c for c in runs.columns if c not in PROVENANCE and not c.endswith("_seconds")]
+    return runs[keep].map(lambda v: tuple(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
 
 
 @pytest.fixture(scope="session")

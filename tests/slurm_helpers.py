@@ -1,6 +1,6 @@
 """Run Snakemake through a real single-node SLURM (brought up by ``.ci/slurm-up.sh``).
 
-``run_snakemake_slurm`` runs ``snakemake --workflow-profile <copy of workflow/profiles/slurm>`` as a user does:
+``run_snakemake_slurm`` runs ``snakemake --workflow-profile <copy of profiles/slurm>`` as a user does:
 the copy differs from the shipped profile only in the two lines marked ``EDIT ME`` (``slurm_partition`` set to
 the local partition, ``slurm_account`` empty: the test cluster has no accounting). The GPU requests stay: the
 test node declares one fake GPU (``gpu:1`` on /dev/null, see .ci/slurm-up.sh). No cores, memory or runtime
@@ -24,7 +24,7 @@ from conftest import REPO, SNAKEMAKE
 
 SLURM_UP = REPO / ".ci" / "slurm-up.sh"
 SLURM_DOWN = REPO / ".ci" / "slurm-down.sh"
-SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
+SLURM_PROFILE = REPO / "profiles" / "slurm"
 
 
 @dataclass

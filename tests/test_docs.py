@@ -60,6 +60,13 @@ def test_extra_run_columns_are_written_by_the_library():
         assert re.search(rf"\b{name}\b", source) or name in grid_keys, f"no code writes the column {name!r}"
 
 
+def test_every_correlation_column_is_described():
+    from normsharp import correlations
+
+    assert set(correlations.COLUMNS) == set(generate.CORRELATION_COLUMN_DOCS), f"describe each column of " \
+        f"normsharp.correlations.COLUMNS in docs/generate.py CORRELATION_COLUMN_DOCS, then {FIX}"
+
+
 def test_every_trajectory_column_is_described():
     code, described = set(files.TRAJECTORY_COLUMNS), set(generate.TRAJECTORY_COLUMN_DOCS)
     assert code == described, f"TRAJECTORY_COLUMNS {sorted(code)} vs described {sorted(described)}; {FIX}"

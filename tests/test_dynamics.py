@@ -516,14 +516,57 @@ def test_a_checkpoint_this_run_cannot_resume_is_refused_with_the_reason(tmp_path
     torch.save({**saved, "format": 3}, ck.path)
     with pytest.raises(CheckpointMismatch, match="format 3, newer than"):
         resumable_run("gd", theta0)(obj, ck)
-    torch.save({**saved, "state": {**saved["state"], "extra": Interrupt()}}, ck.path)  # not plain data
-    with pytest.raises(CheckpointMismatch, match="cannot be read"):
-        resumable_run("gd", theta0)(obj, ck)
     del saved["kind"], saved["format"]
     saved["state"].pop("loss0")  # a first-release layout with a field missing
     torch.save(saved, ck.path)
     with pytest.raises(CheckpointMismatch, match="not those of a GDState"):
         resumable_run("gd", theta0)(obj, ck)
+
+
+class WritesMarker:
+    """Unpickling this runs ``Path(marker).touch()``: what a crafted checkpoint could do if it were unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not a checkpoint", "other objects", "code"])
+def test_an_unreadable_checkpoint_is_set_aside_and_the_run_restarts_from_theta0(tmp_path, damage, caplog):
+    """A checkpoint that cannot be read is renamed checkpoint.pt.corrupt-<time> (kept, not deleted), the log
+    warns, and the run starts again from θ₀ and ends as an uninterrupted one; a crafted pickle is never run."""
+    obj, theta0 = digits_fcn(n=60, width=16)
+    settings = {"method": "gd", "eta": 0.3}
+    whole = resumable_run("gd", theta0)(obj, None)
+    ck = Checkpoint(tmp_path / "checkpoint.pt", every=7, settings=settings)
+    with pytest.raises(Interrupt):
+        resumable_run("gd", theta0)(KilledAfter(obj, calls=whole.n_grad // 2), ck)
+    good = ck.path.read_bytes()
+    marker = tmp_path / "marker"
+    if damage == "truncated":
+        ck.path.write_bytes(good[: len(good) // 2])
+    elif damage == "empty":
+        ck.path.write_bytes(b"")
+    elif damage == "not a checkpoint":
+        torch.save(torch.zeros(3), ck.path)
+    elif damage == "other objects":  # the right layout, but a state holding an arbitrary object
+        saved = torch.load(ck.path, weights_only=True)
+        torch.save({**saved, "state": {**saved["state"], "extra": Interrupt()}}, ck.path)
+    else:
+        torch.save({"key": ck.key, "settings": settings, "state": WritesMarker(marker)}, ck.path)
+    damaged = ck.path.read_bytes()
+    with caplog.at_level("WARNING", logger="normsharp"):
+        resumed = resumable_run("gd", theta0)(obj, ck)
+    assert not marker.exists()
+    assert_same_run(resumed, whole)
+    (aside,) = tmp_path.glob("checkpoint.pt.corrupt-*")
+    assert aside.read_bytes() == damaged
+    assert any("cannot be read" in r.message and "restarts from θ₀" in r.message and r.levelname == "WARNING"
+               for r in caplog.records)
 
 
 def _same_rows(a, b):

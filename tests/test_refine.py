@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import planned_jobs, reduced_config, snakemake
+import yaml
+from conftest import REPO, planned_jobs, reduced_config, snakemake
 
-from normsharp.analysis import transition_bracket
+from normsharp.analysis import locate_test_minimum, propose_refinement, transition_bracket
 from normsharp.files import write_json
 from normsharp.stages import refine_eta
 
@@ -67,6 +68,82 @@ def test_test_minimum_adds_one_point_on_each_side(tmp_path):
     assert got["added"] == mid  # the bracket's midpoint is also the left neighbour's: added once
 
 
+def test_refine_keys_have_schema_defaults():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    refine = schema["definitions"]["eta_grid"]["properties"]["refine"]["properties"]
+    assert refine["extend_factor"]["default"] == 1.25 and refine["extend_factor"]["exclusiveMinimum"] == 1
+
+
+def frame(ratios, loss, status=None, sharpness=None):
+    """Runs as refine_eta passes them to propose_refinement (ratios: multiples of η_c)."""
+    return pd.DataFrame({"run": [f"r{r!r}" for r in ratios], "ratio": ratios,
+                         "status": status or ["converged"] * len(ratios),
+                         "sharpness": sharpness or [10.0] * len(ratios), "test_loss": loss})  # no transition
+
+
+MONOTONE = ([0.5, 1.0, 2.0, 4.0], [0.30, 0.25, 0.20, 0.18])  # least test loss at the largest η
+
+
+def test_a_minimum_at_the_largest_eta_points_outward():
+    got = propose_refinement(frame(*MONOTONE), width=0.02, points=1, test_minimum=True, extend_factor=1.25)
+    assert got["test_minimum"] == {"ratio": 4.0, "test_loss": 0.18, "status": "edge", "blocked_by": None}
+    assert got["added"] == [5.0] and got["runs"][-1] == "r5.0"  # only outward: no inner point while at the edge
+    off = propose_refinement(frame(*MONOTONE), width=0.02, points=1, test_minimum=False)
+    assert off["added"] == [] and off["test_minimum"]["status"] == "edge"  # recorded, not acted on
+
+
+def test_a_bracketed_minimum_adds_nothing_outward():
+    ratios, loss = [0.5, 1.0, 2.0, 4.0, 5.0], [0.30, 0.25, 0.20, 0.18, 0.19]
+    got = propose_refinement(frame(ratios, loss), width=0.02, points=1, test_minimum=True)
+    assert got["test_minimum"]["status"] == "bracketed" and got["test_minimum"]["ratio"] == 4.0
+    assert all(r < 5.0 for r in got["added"])  # one on each side of 4.0, inside the grid
+    assert got["added"] == [float(f"{math.sqrt(2.0 * 4.0):.4g}"), float(f"{math.sqrt(4.0 * 5.0):.4g}")]
+
+
+def test_a_diverged_run_beyond_the_edge_stops_the_extension():
+    ratios, loss = [0.5, 1.0, 2.0, 4.0, 5.0], [0.30, 0.25, 0.20, 0.18, math.nan]
+    status = ["converged"] * 4 + ["diverged"]
+    got = propose_refinement(frame(ratios, loss, status), width=0.02, points=1, test_minimum=True)
+    assert got["test_minimum"] == {"ratio": 4.0, "test_loss": 0.18, "status": "blocked", "blocked_by": 5.0}
+    assert all(r < 4.0 for r in got["added"]) and got["added"]  # the inner neighbour only
+    capped = locate_test_minimum([1.0, 2.0], [0.3, 0.2], ["converged", "max_steps"])  # an unconverged η blocks too
+    assert capped["status"] == "blocked" and capped["ratio"] == 1.0 and capped["blocked_by"] == 2.0
+    assert locate_test_minimum([1.0, 2.0], [0.2, 0.3], ["converged"] * 2)["status"] == "lower_edge"
+    assert locate_test_minimum([1.0], [0.2], ["converged"])["status"] == "edge"
+    assert locate_test_minimum([1.0], [math.nan], ["diverged"])["status"] == "none"
+
+
+def test_rounds_extend_geometrically_until_the_minimum_is_bracketed(tmp_path):
+    """A U with its least test loss at 7 η_c, a grid up to 4 η_c: rounds step out ×1.25 until bracketed."""
+    def u_loss(r):
+        return 0.14 + 0.01 * math.log(r / 7.0) ** 2
+
+    ratios, statuses = [0.5, 1.0, 2.0, 4.0], []
+    for k in range(1, 8):
+        dirs = sweep(tmp_path / f"round{k}", ratios, [10.0 / max(r, 1.0) for r in ratios], [u_loss(r) for r in ratios])
+        out = tmp_path / f"round{k}.json"
+        refine_eta(dirs, {"points": 1, "width": 0.3, "test_minimum": True, "extend_factor": 1.25}, 0.1, out)
+        got = json.loads(out.read_text())
+        statuses.append(got["test_minimum"]["status"])
+        ratios = sorted(ratios + got["added"])
+    assert statuses[:4] == ["edge", "edge", "edge", "edge"] and statuses[4] == "bracketed"
+    assert [r for r in ratios if r > 4.0][:4] == [5.0, 6.25, 7.812, 9.765]
+    assert got["test_minimum"]["ratio"] == pytest.approx(7.812) and got["added"] == []  # narrower than width: done
+
+
+@pytest.mark.workflow
+def test_a_shipped_paper_config_plans_its_refinement_rounds(tmp_path):
+    """mnist5k-fcn-mse refines with test_minimum: its DAG plans the grid and every round of every seed."""
+    text = (REPO / "config/experiments/mnist5k-fcn-mse.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    refine = cfg["eta"]["refine"]
+    assert refine["test_minimum"] and refine["rounds"] >= 4 and max(cfg["eta"]["relative"]) == 4.0
+    counts = planned_jobs(tmp_path, text)
+    seeds = len(cfg["setups"]["mnist5k-fcn-tanh-mse"]["seeds"])
+    assert counts["train_gd"] == seeds * len(cfg["eta"]["relative"])
+    assert counts["refine_eta"] == seeds * refine["rounds"]
+
+
 REDUCED = reduced_config("mini")
 REFINED = copy.deepcopy(REDUCED)
 REFINED["setups"] = {"a": REDUCED["setups"]["a"]}
@@ -117,3 +194,27 @@ def test_another_round_shows_its_added_eta_in_a_dry_run(refined):
     for r in second["added"]:
         assert f"run=r{r!r}" in dry.stdout + dry.stderr
     assert planned_jobs(refined, cfg)["train_gd"] == len(second["added"])
+
+
+EDGE = copy.deepcopy(REFINED)
+EDGE["eta"] = {"relative": [0.5, 0.8], "refine": {"rounds": 2, "points": 1, "width": 0.3, "test_minimum": True}}
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_rounds_extend_the_grid_while_the_least_test_loss_is_at_its_edge(tmp_path):
+    """On setup a the test loss still falls at 0.8 η_c (measured: 0.3417 at 0.8, 0.3413 at 1.0, 0.3409 at 1.25):
+    each round adds the largest η × 1.25, and the runs it adds are trained, evaluated and aggregated."""
+    out = snakemake(tmp_path, config=EDGE)
+    assert out.returncode == 0, out.stderr[-4000:]
+    rounds = [json.loads((tmp_path / f"results/mini/a/seed0/refine/round{k}.json").read_text()) for k in (1, 2)]
+    assert [r["test_minimum"]["status"] for r in rounds] == ["edge", "edge"]
+    assert [r["test_minimum"]["ratio"] for r in rounds] == pytest.approx([0.8, 1.0])
+    assert [r["added"] for r in rounds] == [[1.0], [1.25]]
+    runs = pd.read_parquet(tmp_path / "results/mini/runs.parquet")
+    gd = runs[runs.method == "gd"]
+    assert sorted(gd.eta_over_eta_c.round(9)) == [0.5, 0.8, 1.0, 1.25] and (gd.status == "converged").all()
+    before = gd[gd.eta_over_eta_c < 1.2]  # the runs round 2 saw
+    assert locate_test_minimum(before.eta_over_eta_c, before.test_loss, before.status)["test_loss"] == \
+        rounds[1]["test_minimum"]["test_loss"]
+    assert (tmp_path / "results/mini/figures/test_loss_vs_eta.png").stat().st_size > 1000

@@ -51,7 +51,7 @@ TARGETS = [f"{RUNS[run][0]}/result.json" for run in ("gf rk4", "gd")]  # GD a ne
 
 def snakemake_args(workdir: Path, *args: str) -> list[str]:
     return [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--workflow-profile", str(REPO / "workflow/profiles/default"), "--cores", "1", *args]
+            "--workflow-profile", str(REPO / "profiles/default"), "--cores", "1", *args]
 
 
 def run(workdir: Path, *args: str) -> str:

@@ -1,4 +1,4 @@
-"""The SLURM profile (workflow/profiles/slurm) against a real single-node SLURM started by ``.ci/slurm-up.sh``.
+"""The SLURM profile (profiles/slurm) against a real single-node SLURM started by ``.ci/slurm-up.sh``.
 
 The profile is used as shipped, with only account and partition edited (slurm_helpers.user_profile). A reduced
 quickstart goes through run-controller.sbatch: snakemake as a 1-CPU job that submits the pipeline's jobs, with
@@ -45,7 +45,7 @@ def test_profile_dry_run(tmp_path, profile):
     """Both profiles are accepted, and every rule the SLURM profile names exists in the workflow."""
     _write_config(tmp_path, SMALL)
     base = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-            "--workflow-profile", str(REPO / "workflow" / "profiles" / profile)]
+            "--workflow-profile", str(REPO / "profiles" / profile)]
     out = subprocess.run([*base, "-n"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     rules = subprocess.run([*base, "--list-rules"], capture_output=True, text=True, timeout=300).stdout.split()
@@ -62,7 +62,7 @@ def test_slurm_up_rerun_is_noop(slurm_cluster):
 
 
 def run_controller_job(cluster, workdir, *targets, timeout=1200):
-    """Submit workflow/profiles/slurm/run-controller.sbatch as a user does; wait for it; its scontrol record."""
+    """Submit profiles/slurm/run-controller.sbatch as a user does; wait for it; its scontrol record."""
     profile = user_profile(cluster, workdir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     submit = subprocess.run(
@@ -93,7 +93,7 @@ def test_quickstart_through_controller_job_equals_local_run(slurm_cluster, tmp_p
         _write_config(d, SMALL)
     local = subprocess.Popen(  # runs while the cluster run waits on the queue
         [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(local_dir), "--workflow-profile",
-         str(REPO / "workflow" / "profiles" / "default"), "--cores", "1", TARGET],
+         str(REPO / "profiles" / "default"), "--cores", "1", TARGET],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     head, output = run_controller_job(slurm_cluster, cluster_dir, TARGET)
     local_output = local.communicate(timeout=600)[0]

@@ -143,7 +143,7 @@ CONFIG = {
 
 def snakemake_args(workdir: Path, *args: str) -> list[str]:
     return [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--workflow-profile", str(REPO / "workflow/profiles/default"), "--cores", "1", *args]
+            "--workflow-profile", str(REPO / "profiles/default"), "--cores", "1", *args]
 
 
 def json_status(results: Path) -> dict:

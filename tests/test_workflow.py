@@ -63,7 +63,7 @@ def test_gd_to_gf_gaps(finished):
     gf = runs[runs.method == "gf"].set_index(["setup", "seed"])
     assert (gf[["dist_to_gf", "rel_dist_to_gf", "train_loss_gap_gf", "sharpness_gap_gf"]] == 0).all().all()
     base = finished / "results/mini/a/seed0"
-    theta0 = torch.load(base / "init.pt", weights_only=False)["theta0"]
+    theta0 = torch.load(base / "init.pt", weights_only=True)["theta0"]
     theta_gf = torch.load(base / "gf/theta.pt")
     row = runs[(runs.setup == "a") & (runs.eta_over_eta_c == 0.5)].iloc[0]
     dist = float((torch.load(base / "r0.5/theta.pt") - theta_gf).norm())
@@ -129,10 +129,31 @@ def test_test_loss_along_the_trajectory(finished):
 
 
 @pytest.mark.slow
+def test_correlations_parquet_ranks_every_recorded_measure(finished):
+    from normsharp.correlations import COLUMNS, MEASURES, kendall_tau_b
+
+    table = pd.read_parquet(finished / "results/mini/correlations.parquet")
+    runs = pd.read_parquet(finished / "results/mini/runs.parquet")
+    assert table.dtypes.astype(str).to_dict() == COLUMNS
+    recorded = [n for n, m in MEASURES.items() if m.column in runs and runs[m.column].notna().any()]
+    assert "adaptive_sharpness_max" not in recorded and {"sharpness", "trace", "l1_norm"} <= set(recorded)
+    for (setup, seed), rows in table.groupby(["setup", "seed"]):
+        assert list(rows.measure) == recorded  # every recorded measure, in the table's order
+        gd = runs[(runs.setup == setup) & (runs.seed == seed) & (runs.method == "gd") & (runs.status == "converged")]
+        for r in rows.itertuples():
+            both = np.isfinite(gd[r.column].to_numpy(float)) & np.isfinite(gd.test_loss.to_numpy(float))
+            assert r.n == both.sum() >= 1
+            expected = kendall_tau_b(gd[r.column], gd.test_loss)[0]
+            assert r.tau == expected or (np.isnan(r.tau) and np.isnan(expected))
+            if r.measure in ("sharpness", "trace", "l1_norm", "l2_norm", "dist_to_init"):
+                assert r.n == len(gd) == 2 and abs(r.tau) == 1  # 0.5 and 2 η_c converge, 40 η_c diverges
+
+
+@pytest.mark.slow
 def test_figures_and_report(finished):
     figures = finished / "results/mini/figures"
     for name in ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff", "trajectories",
-                 "phase_diagram", "gap_to_flow"):
+                 "phase_diagram", "gap_to_flow", "test_loss_correlations"):
         for ext in ("png", "pdf"):
             assert (figures / f"{name}.{ext}").stat().st_size > 1000
     assert not list(figures.glob("dln_*"))  # the diagonal-linear-network figures only for such setups

@@ -102,15 +102,45 @@ def _inside(lo: float, hi: float, points: int, taken) -> list[float]:
     return sorted(v for v in values if lo < v < hi and not any(math.isclose(v, t, rel_tol=1e-9) for t in taken))
 
 
+def locate_test_minimum(ratio, test_loss, status) -> dict:
+    """Where a sweep's least test loss lies, from its GD runs (``ratio`` = η/η_c or η, ``test_loss``, ``status``).
+
+    Over the converged runs with a finite test loss: the run of least test loss, at ``ratio`` r*, and its
+    ``status``: 'bracketed' (converged runs on both sides of r*), 'edge' (r* is the largest η of the sweep: the
+    minimum may lie further out), 'blocked' (r* is the largest converged η but a larger η of the sweep did not
+    converge: ``blocked_by`` is the smallest such ratio), 'lower_edge' (r* is the smallest η) or 'none' (no
+    such run). Returns {ratio, test_loss, status, blocked_by}.
+    """
+    ratio, loss = np.asarray(ratio, dtype=float), np.asarray(test_loss, dtype=float)
+    status = np.asarray(status, dtype=object)
+    ok = (status == "converged") & np.isfinite(loss) & np.isfinite(ratio)
+    if not ok.any():
+        return {"ratio": math.nan, "test_loss": math.nan, "status": "none", "blocked_by": None}
+    i = np.flatnonzero(ok)[np.argmin(loss[ok])]
+    best = float(ratio[i])
+    above, below = ok & (ratio > best), ok & (ratio < best)
+    failed = ~ok & (ratio > best)
+    blocked_by = float(ratio[failed].min()) if failed.any() else None
+    if above.any():
+        where = "bracketed" if below.any() else "lower_edge"
+        blocked_by = None
+    else:
+        where = "blocked" if failed.any() else "edge"
+    return {"ratio": best, "test_loss": float(loss[i]), "status": where, "blocked_by": blocked_by}
+
+
 def propose_refinement(runs: pd.DataFrame, width: float, points: int, test_minimum: bool = False,
-                       tol: float = 0.1) -> dict:
+                       tol: float = 0.1, extend_factor: float = 1.25) -> dict:
     """One refinement round of a setup and seed's η sweep, from its GD runs so far.
 
     ``runs``: one row per run with ``run`` (its name), ``ratio`` = η/η_c, ``status``, final ``sharpness`` and
     ``test_loss``. From the converged runs: the bracket (η_lo, η_hi) of :func:`transition_bracket` in
     multiples of η_c; while its relative width η_hi/η_lo − 1 exceeds ``width``, ``points`` new multiples
-    inside it (geometric). With ``test_minimum`` also one between the run of least test loss and each
-    neighbour where that gap is wider than ``width``. Returns {bracket, width, added, runs}: ``runs`` are
+    inside it (geometric). With ``test_minimum``, where the least test loss lies (:func:`locate_test_minimum`): at the
+    sweep's largest η ('edge'), one multiple further out, r*·``extend_factor`` (so rounds extend the grid
+    geometrically until the minimum is bracketed or a run fails to converge); otherwise one between r* and each
+    converged neighbour where that gap is wider than ``width``. Returns {bracket, width, added, test_minimum,
+    runs}: ``test_minimum`` is :func:`locate_test_minimum` of these runs (recorded with the option off too), ``runs``
     the run names after this round (``r<multiple>`` for the added ones).
     """
     ok = runs[runs.status == "converged"].sort_values("ratio")
@@ -120,8 +150,13 @@ def propose_refinement(runs: pd.DataFrame, width: float, points: int, test_minim
     added = []
     if bracket and bracket_width > width:
         added += _inside(*bracket, points, taken)
+    minimum = locate_test_minimum(runs.ratio, runs.test_loss, runs.status)
     finite = ok[np.isfinite(ok.test_loss)].reset_index(drop=True)
-    if test_minimum and len(finite) > 1:
+    if test_minimum and minimum["status"] == "edge":
+        out = float(f"{minimum['ratio'] * extend_factor:.4g}")
+        if not any(math.isclose(out, t, rel_tol=1e-9) for t in taken):
+            added.append(out)
+    elif test_minimum and len(finite) > 1:
         i = int(finite.test_loss.idxmin())
         for j in (i - 1, i + 1):
             if 0 <= j < len(finite):
@@ -131,7 +166,7 @@ def propose_refinement(runs: pd.DataFrame, width: float, points: int, test_minim
     added = sorted(set(added))
     names = list(runs.run) + [f"r{v!r}" for v in added]
     return {"bracket": list(bracket) if bracket else None, "width": bracket_width, "added": added,
-            "runs": list(dict.fromkeys(names))}
+            "test_minimum": minimum, "runs": list(dict.fromkeys(names))}
 
 
 def transitions(runs: pd.DataFrame, tol: float = 0.1) -> pd.Series:

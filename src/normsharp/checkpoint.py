@@ -1,10 +1,15 @@
-"""Checkpoints that survive a kill: written atomically, refused when the settings differ.
+"""Checkpoints that survive a kill: written atomically, refused when the settings differ, set aside when unreadable.
 
 A file holds ``{format, key, settings, kind, state}``: ``key`` is the fingerprint of the run's settings,
 ``kind`` the name of the run-state class (``dynamics.GDState`` …) and ``state`` its ``to_dict()``, made of
 tensors, numbers, strings, None and lists/tuples/dicts of them, so it loads with
 ``torch.load(weights_only=True)`` (no code runs while reading it). Files of the first release (format 1:
 ``{key, settings, state}``, no kind) hold the same state keys and the same plain types; they load the same way.
+
+A file that cannot be read as a checkpoint (truncated, not a checkpoint, or a pickle of other objects, which
+``weights_only=True`` refuses without running it) is set aside as ``checkpoint.pt.corrupt-<UTC time>``, never
+deleted, and the run starts again from θ₀ with a warning in its log. A readable checkpoint of other settings,
+another kind of run or a newer format is refused (CheckpointMismatch): it is someone's valid state.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import logging
 import os
 import pickle
+import time
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -57,17 +63,27 @@ class Checkpoint:
     def _refuse(self, why: str) -> CheckpointMismatch:
         return CheckpointMismatch(f"checkpoint {self.path} {why}; delete it to start this run afresh")
 
+    def _set_aside(self, why: str) -> None:
+        """Rename the unreadable file to ``<name>.corrupt-<UTC time>`` (kept for inspection) and warn."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        os.replace(self.path, aside)
+        log.warning("checkpoint %s cannot be read (%s): set aside as %s; the run restarts from θ₀",
+                    self.path, why, aside.name)
+
     def load(self, kind: type[S]) -> S | None:
-        """The saved state as a ``kind`` (None if there is no file); CheckpointMismatch if it is from other
-        settings, of another kind of run, or not a checkpoint this version can read."""
+        """The saved state as a ``kind``; None if there is no file or it cannot be read as a checkpoint (then it
+        is set aside); CheckpointMismatch if it is from other settings, of another kind of run, or newer."""
         if not self.path.exists():
             return None
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-            raise self._refuse(f"cannot be read as a checkpoint of plain tensors and numbers ({err})") from err
+        except pickle.UnpicklingError:
+            return self._set_aside("it holds objects beyond tensors and plain data, refused unread")
+        except (RuntimeError, EOFError, OSError, ValueError) as err:
+            first = (str(err).strip().splitlines() or [""])[0][:120] or type(err).__name__
+            return self._set_aside(f"truncated or not a torch file: {first}")
         if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
-            raise self._refuse("is not a normsharp checkpoint")
+            return self._set_aside("not a normsharp checkpoint")
         if saved.get("key") != self.key:
             old = saved.get("settings", {})
             changed = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))

@@ -7,3 +7,9 @@ class ConfigError(ValueError):
 
 class CheckpointMismatch(RuntimeError):
     """A checkpoint on disk cannot be resumed: other settings, another kind of run, or not readable as one."""
+
+
+class CorruptFileError(RuntimeError):
+    """An intermediate file cannot be read: truncated, not the kind of file its name says, or a pickle holding
+    more than tensors and plain data (refused, since loading it could run code). The message names the file
+    and the command that recomputes it."""

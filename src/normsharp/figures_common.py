@@ -24,13 +24,15 @@ matplotlib.use("Agg")  # files only, never a window (pyplot picks its backend at
 
 @dataclass(frozen=True)
 class Study:
-    """What a figure draws from: runs.parquet, trajectories.parquet, the config's ``figures`` options and
-    spectra.parquet (the spectral densities; empty without geometry.density)."""
+    """What a figure draws from: runs.parquet, trajectories.parquet, the config's ``figures`` options,
+    spectra.parquet (the spectral densities; empty without geometry.density) and correlations.parquet (each
+    measure's Kendall τ with the test loss)."""
 
     runs: pd.DataFrame
     trajectories: pd.DataFrame = field(default_factory=pd.DataFrame)
     options: dict = field(default_factory=dict)
     spectra: pd.DataFrame = field(default_factory=pd.DataFrame)
+    correlations: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import matplotlib.colors
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .analysis import locate_test_minimum
 from .figures_common import (
     Study,
     band,
@@ -65,13 +66,32 @@ def norms_vs_eta(study: Study, axes, setup: str):
         ax.set(ylabel=f"{name} norm of θ", title=setup)
 
 
+MINIMUM_WORDS = {"bracketed": "bracketed", "edge": "at the largest η: not bracketed",
+                 "blocked": "at the largest converged η: not bracketed", "lower_edge": "at the smallest η"}
+
+
+def test_minimum_marks(ax, gd):
+    """Each seed's least test loss (:func:`normsharp.analysis.locate_test_minimum`) as a star, labelled with
+    where it lies and whether converged runs bracket it."""
+    x = sweep_x(gd)
+    unit = " η_c" if x == "eta_over_eta_c" else ""
+    for seed, runs in gd.groupby("seed"):
+        found = locate_test_minimum(runs[x], runs.test_loss, runs.status)
+        if found["status"] == "none":
+            continue
+        who = f" (seed {seed})" if gd.seed.nunique() > 1 else ""
+        ax.plot(found["ratio"], found["test_loss"], "*", color="C3", ms=11, mfc="none", mew=1.3, zorder=4,
+                label=f"least test loss{who}: {found['ratio']:.4g}{unit}, {MINIMUM_WORDS[found['status']]}")
+
+
 @figure("test_loss_vs_eta", rows=1)
 def test_loss_vs_eta(study: Study, axes, setup: str):
-    """Final test loss against η/η_c, the flow's dash-dotted."""
+    """Final test loss against η/η_c, the flow's dash-dotted, each seed's least test loss starred."""
     ax = axes[0]
     gd, gf = setup_runs(study.runs, setup)
     band(ax, gd, "test_loss", "GD test loss")
     ax.axhline(gf.test_loss.mean(), color="C2", ls="-.", lw=1, label="GF test loss")
+    test_minimum_marks(ax, gd)
     sweep_axis(ax, gd)
     ax.set(ylabel="test loss", title=setup)
 
@@ -100,7 +120,8 @@ def sharpness_norm_tradeoff(study: Study, axes, setup: str):
 
 @figure("phase_diagram", rows=3)
 def phase_diagram(study: Study, axes, setup: str):
-    """The paper's main figure: final S, ℓ1 norm and test loss against η/η_c, GF values dash-dotted."""
+    """The paper's main figure: final S, ℓ1 norm and test loss against η/η_c, GF values dash-dotted, each seed's
+    least test loss starred."""
     gd, gf = setup_runs(study.runs, setup)
     for ax, column, ylabel in zip(axes, ("sharpness", "l1_norm", "test_loss"),
                                   ("sharpness S", "ℓ1 norm of θ", "test loss")):
@@ -110,6 +131,7 @@ def phase_diagram(study: Study, axes, setup: str):
         sweep_axis(ax, gd)
         ax.set_ylabel(ylabel)
     _two_over_eta(axes[0], gd)
+    test_minimum_marks(axes[2], gd)
     axes[0].set_yscale("log")
     plain_log(axes[0].yaxis)
     axes[0].set_title(setup)

@@ -23,29 +23,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures_measures, figures_sweep  # noqa: F401  (register the sweep and sharpness-measure figures)
+from . import figures_correlations, figures_measures, figures_sweep  # noqa: F401  (register their figures)
 from .figures_common import DRAWINGS, Study, panels, save
 from .figures_dln import draw_diagonal_figures
 from .figures_optimizers import optimizer_edges
+from .files import read_parquet
 from .registry import DIAGONAL_FIGURES, FIGURES, MEASURE_FIGURES, OPTIMIZER_FIGURES
 
 
 def draw_all(runs_path, trajectories_path, out_dir, options: dict, diagonal: dict | None = None,
-             optimizers: bool = False, spectra_path=None, measures=()) -> list[Path]:
+             optimizers: bool = False, spectra_path=None, measures=(), correlations_path=None) -> list[Path]:
     """Write every figure as PNG and PDF into ``out_dir``; returns the paths written.
 
     ``diagonal`` maps the setups of the diagonal-linear-network counter-example to their
     {'dataset': …, 'model': …} specs; when it is non-empty the :data:`DIAGONAL_FIGURES` are drawn too.
     With ``optimizers`` (a study with an optimiser other than plain GD) the :data:`OPTIMIZER_FIGURES` are drawn;
     ``measures``: the :data:`MEASURE_FIGURES` whose measure the config turns on, from runs.parquet and
-    ``spectra_path`` (spectra.parquet).
+    ``spectra_path`` (spectra.parquet); ``correlations_path``: correlations.parquet (the Kendall τ figure).
     """
     unknown = sorted((set(FIGURES) | set(MEASURE_FIGURES)) ^ set(DRAWINGS))
     if unknown:
         raise RuntimeError(f"figures {unknown} are in normsharp.registry.FIGURES or drawn (@figure), not both: "
                            "add the name to the registry, or the drawing to a figures_* module that plots imports")
-    spectra = pd.read_parquet(spectra_path) if spectra_path else pd.DataFrame()
-    study = Study(pd.read_parquet(runs_path), pd.read_parquet(trajectories_path), options, spectra)
+    spectra = read_parquet(spectra_path) if spectra_path else pd.DataFrame()
+    correlations = read_parquet(correlations_path) if correlations_path else pd.DataFrame()
+    study = Study(read_parquet(runs_path), read_parquet(trajectories_path), options, spectra, correlations)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     setups = sorted(study.runs.setup.unique())

@@ -92,7 +92,7 @@ OPTIMISERS: dict[str, str] = {
 # The figures a study draws: normsharp.plots draws them, the workflow lists figures/NAME.png and .pdf as
 # the figures rule's outputs.
 FIGURES: tuple[str, ...] = ("sharpness_vs_eta", "norms_vs_eta", "test_loss_vs_eta", "sharpness_norm_tradeoff",
-                            "trajectories", "phase_diagram", "gap_to_flow", "trace_vs_eta")
+                            "trajectories", "phase_diagram", "gap_to_flow", "trace_vs_eta", "test_loss_correlations")
 # drawn against the closed form, only for diagonal-linear-network setups on single_point data
 DIAGONAL_FIGURES: tuple[str, ...] = ("dln_zero_loss_set", "dln_vs_eta")
 # drawn for the whole study, only when a setup uses an optimiser other than plain GD

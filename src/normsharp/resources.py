@@ -1,4 +1,4 @@
-"""The SLURM memory request of a job, from its setup (measured per rule: ``workflow/profiles/README.md``).
+"""The SLURM memory request of a job, from its setup (measured per rule: ``profiles/README.md``).
 
 Imports only the standard library and :mod:`normsharp.registry`: Snakemake calls it while it builds the DAG.
 """

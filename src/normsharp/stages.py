@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
-from .files import atomic_write, load_tensor, read_json, save_tensor, write_json, write_parquet, write_trajectory
+from .files import (
+    atomic_write,
+    load_init,
+    load_prepared_fields,
+    load_tensor,
+    read_json,
+    read_parquet,
+    save_tensor,
+    write_json,
+    write_parquet,
+    write_trajectory,
+)
 from .progress import NAME as PROGRESS
 from .progress import ProgressFile
 from .provenance import provenance
@@ -59,11 +70,9 @@ def prepare_data(spec: dict, loss: str, out_path, data_dir="data") -> None:
 
 def load_prepared(path, device: torch.device, dtype: torch.dtype) -> Data:
     """The prepared dataset on ``device`` (inputs and real targets in ``dtype``, labels stay integer)."""
-    import torch
-
     from .data import Data
 
-    fields = torch.load(path, map_location="cpu", weights_only=False)
+    fields = load_prepared_fields(path)
     for key in ("x_train", "y_train", "x_test", "y_test"):
         t = fields[key]
         fields[key] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
@@ -94,8 +103,6 @@ class Problem:
     ``chunk_size``; :func:`normsharp.wfconfig.execution`), recorded by :meth:`execution_record`."""
 
     def __init__(self, data_path, init_path, loss: str, numerics: dict, execution: dict | None = None):
-        import torch
-
         from .models import build_model
         from .numerics import setup_numerics
         from .objective import NetObjective
@@ -105,7 +112,7 @@ class Problem:
                                                  execution.get("threads"))
         self.chunk_size = execution.get("chunk_size")
         self.data = load_prepared(data_path, self.device, self.dtype)
-        saved = torch.load(init_path, map_location="cpu", weights_only=False)
+        saved = load_init(init_path)
         self.model_spec = saved["model"]
         self.model = build_model(saved["model"], self.data.input_shape, self.data.output_dim, saved["seed"])
         if self.model.num_params != saved["num_params"]:
@@ -132,9 +139,7 @@ class Problem:
         return {"test_loss": out["loss"], "test_accuracy": out["accuracy"]}
 
     def load_theta(self, path) -> torch.Tensor:
-        import torch
-
-        return torch.load(path, map_location="cpu", weights_only=True).to(device=self.device, dtype=self.dtype)
+        return load_tensor(path).to(device=self.device, dtype=self.dtype)
 
 
 def _run_record(res, identity: dict, wall: float, p: Problem, ck: Checkpoint) -> dict:
@@ -309,7 +314,7 @@ def _records(run_dir: Path) -> tuple[dict, dict, dict]:
 def refine_eta(run_dirs: list, settings: dict, transition_tol: float, out_path) -> None:
     """One refinement round of a setup and seed's η sweep (its GD runs so far in ``run_dirs``, in the order
     of the previous round's list): :func:`normsharp.analysis.propose_refinement` with ``settings``
-    (width, points, test_minimum), written to ``out_path``."""
+    (width, points, test_minimum, extend_factor), written to ``out_path``."""
     import pandas as pd
 
     from .analysis import propose_refinement
@@ -320,9 +325,11 @@ def refine_eta(run_dirs: list, settings: dict, transition_tol: float, out_path) 
         rows.append({"run": run_dir.name, "ratio": result["eta"] / result["eta_c"], "status": result["status"],
                      "sharpness": geometry["sharpness"], "test_loss": test["test_loss"]})
     proposal = propose_refinement(pd.DataFrame(rows), width=settings["width"], points=settings["points"],
-                                  test_minimum=bool(settings.get("test_minimum")), tol=transition_tol)
-    log.info("refine_eta: bracket %s (width %.4g), adding %s", proposal["bracket"], proposal["width"],
-             proposal["added"])
+                                  test_minimum=bool(settings.get("test_minimum")), tol=transition_tol,
+                                  extend_factor=settings.get("extend_factor", 1.25))
+    least = proposal["test_minimum"]
+    log.info("refine_eta: bracket %s (width %.4g); least test loss at %.4g η_c (%s); adding %s", proposal["bracket"],
+             proposal["width"], least["ratio"], least["status"], proposal["added"])
     write_json(out_path, proposal)
 
 
@@ -340,24 +347,27 @@ class _EndPoints:
 
 
 def aggregate(run_dirs: list, runs_path, trajectories_path, transition_tol: float = 0.1,
-              spectra_path=None) -> None:
+              spectra_path=None, correlations_path=None) -> None:
     """One row per run into ``runs_path`` (:func:`normsharp.analysis.runs_frame`: the records, each setup and
     seed's observed transition, the gaps to the flow); all trajectories, long form, into ``trajectories_path``;
     the spectral-density quadratures (:func:`normsharp.analysis.spectra_frame`, empty where geometry.density is
-    off) into ``spectra_path``. θ₀ of a setup and seed is the ``init.pt`` above its GF run."""
-    import pandas as pd
-
+    off) into ``spectra_path``; each measure's Kendall τ with the test loss per setup and seed
+    (:func:`normsharp.correlations.correlations_frame`) into ``correlations_path``. θ₀ of a setup and seed is
+    the ``init.pt`` above its GF run."""
     from .analysis import run_row, runs_frame, spectra_frame, trajectories_frame
+    from .correlations import correlations_frame
 
     run_dirs = list(map(Path, run_dirs))
     records = [_records(d) for d in run_dirs]
     rows = [run_row(*r) for r in records]
-    if spectra_path is not None:
-        write_parquet(spectra_path, spectra_frame(rows, [geometry.get("density") for _, geometry, _ in records]))
-    theta0 = {(r["setup"], r["seed"]): load_tensor(d.parent / "init.pt")["theta0"]
+    theta0 = {(r["setup"], r["seed"]): load_init(d.parent / "init.pt")["theta0"]
               for r, d in zip(rows, run_dirs) if r["method"] == "gf"}
     runs = runs_frame(rows, _EndPoints(run_dirs), theta0, transition_tol)
-    traj = trajectories_frame(rows, [pd.read_parquet(d / "trajectory.parquet") for d in run_dirs])
+    traj = trajectories_frame(rows, [read_parquet(d / "trajectory.parquet") for d in run_dirs])
+    if spectra_path is not None:  # every input read: a corrupt one stops the job before anything is written
+        write_parquet(spectra_path, spectra_frame(rows, [geometry.get("density") for _, geometry, _ in records]))
     write_parquet(runs_path, runs)
     write_parquet(trajectories_path, traj)
+    if correlations_path is not None:
+        write_parquet(correlations_path, correlations_frame(runs))
     log.info("aggregate: %d runs, %d trajectory rows", len(runs), len(traj))

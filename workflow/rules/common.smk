@@ -9,7 +9,10 @@ from snakemake.utils import validate
 
 # Scripts import the library from this checkout (also inside conda envs and on cluster nodes).
 # The workflow sets PYTHONPATH for its jobs instead of requiring it from the user: no `envvars:`.
-_paths = [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")]
+# The repository's root from this file's place (workflow/rules/common.smk), not workflow.basedir: used as a
+# Snakemake module (docs/module.md), workflow.basedir is the calling project's directory.
+NORMSHARP_ROOT = Path(workflow.current_basedir).parents[1]
+_paths = [str(NORMSHARP_ROOT / "src"), os.environ.get("PYTHONPATH")]
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in _paths if p))
 # The workflow itself reads the library's names and memory model (modules importing only the standard library).
 sys.path.insert(0, _paths[0])
@@ -32,7 +35,7 @@ from normsharp.wfconfig import canonical, prepare_config
 prepare_config(
     config,
     yaml.safe_load(
-        (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
+        (NORMSHARP_ROOT / "workflow/schemas/config.schema.yaml").read_text()
     ),
     lambda c: validate(c, "../schemas/config.schema.yaml"),
 )
@@ -240,7 +243,7 @@ def user_data_files(wildcards):
     return [dataset["path"]] if dataset["name"] == "npz" else []
 
 
-# --- SLURM memory requests: normsharp.resources (measured per rule: workflow/profiles/README.md) ---
+# --- SLURM memory requests: normsharp.resources (measured per rule: profiles/README.md) ---
 def job_mem_mb(base_mb=resources.BASE_MB):
     """sbatch --mem of a rule's job: attempt × (base_mb + the setup's working set), rounded up to 100 MB."""
 

@@ -1,5 +1,6 @@
 # Opt-in refinement of a relative η grid (eta.refine): round k reads the final sharpness (and test loss) of
-# the runs after round k − 1 and adds multiples of η_c inside the bracket of the observed transition. A
+# the runs after round k − 1 and adds multiples of η_c inside the bracket of the observed transition; with
+# test_minimum, the largest η × extend_factor while the least test loss sits there, else η around it. A
 # checkpoint: the runs it adds are known only once it has run; aggregate waits for the last round.
 
 

@@ -14,6 +14,7 @@ rule aggregate:
         runs=f"{R}/runs.parquet",
         trajectories=f"{R}/trajectories.parquet",
         spectra=f"{R}/spectra.parquet",
+        correlations=f"{R}/correlations.parquet",
     log:
         f"{R}/logs/aggregate.log",
     conda:
@@ -32,6 +33,7 @@ rule figures:
         runs=f"{R}/runs.parquet",
         trajectories=f"{R}/trajectories.parquet",
         spectra=f"{R}/spectra.parquet",
+        correlations=f"{R}/correlations.parquet",
     output:
         [
             report(

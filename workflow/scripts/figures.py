@@ -5,4 +5,4 @@ log_to(snakemake.log[0])
 draw_all(runs_path=snakemake.input.runs, trajectories_path=snakemake.input.trajectories,
          out_dir=snakemake.params.out_dir, options=snakemake.params.options, diagonal=snakemake.params.diagonal,
          optimizers=snakemake.params.optimizers, spectra_path=snakemake.input.spectra,
-         measures=snakemake.params.measures)
+         measures=snakemake.params.measures, correlations_path=snakemake.input.correlations)
