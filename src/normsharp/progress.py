@@ -57,7 +57,7 @@ class ProgressFile:
             now = time.time()
             self.record.update(updated=now, wall_seconds=now - self.record["started"])
             text = json.dumps({k: _finite(v) for k, v in self.record.items()}, indent=1)
-            tmp = self.path.with_name(f".{NAME}.{os.getpid()}.tmp")
+            tmp = self.path.with_name(f".{NAME}.tmp")  # one job per run directory at a time
             tmp.write_text(text)
             os.replace(tmp, self.path)
 
@@ -89,5 +89,5 @@ class ProgressFile:
         stopped = issubclass(kind, (KeyboardInterrupt, SystemExit))  # Ctrl-C, a signal turned into an exit
         with self._lock:
             self.record.update(state="interrupted" if stopped else "failed",
-                               error=(f"{kind.__name__}: {error}".splitlines() or [""])[0][:500])
+                               error=(f"{kind.__name__}: {error}".splitlines() or [""])[0][:1000])
         self._write()

@@ -172,8 +172,8 @@ def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dic
     from .flow import run_gradient_flow
 
     out, execution = Path(out_dir), execution or {}
-    with _progress(out, execution, "gf", loss_threshold=settings["loss_threshold"],
-                   max_steps=settings["max_steps"]) as progress:
+    with _progress(out, execution, "gf", loss_threshold=settings.get("loss_threshold"),
+                   max_steps=settings.get("max_steps")) as progress:
         p = Problem(data_path, init_path, loss, numerics, execution)
         ck = Checkpoint(out / "checkpoint.pt", execution.get("checkpoint_every", 0),
                         {**settings, **numerics, "loss": loss})
@@ -218,8 +218,8 @@ def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, se
     gf = read_json(gf_result_path)
     eta_c = opt.critical_lr(gf["s_gf"])  # GD: 2/s_GF, bit for bit the flow's eta_c
     eta = resolve_eta(eta_spec, eta_c)
-    with _progress(out, execution, "gd", loss_threshold=settings["loss_threshold"], max_steps=settings["max_steps"],
-                   eta=eta, eta_c=eta_c, optimizer=opt.name) as progress:
+    with _progress(out, execution, "gd", loss_threshold=settings.get("loss_threshold"),
+                   max_steps=settings.get("max_steps"), eta=eta, eta_c=eta_c, optimizer=opt.name) as progress:
         p = Problem(data_path, init_path, loss, numerics, execution)
         if not opt.full_batch:
             check_batch_size(opt.batch_size, p.objective.n)
