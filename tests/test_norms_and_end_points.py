@@ -41,13 +41,13 @@ def enumerated_path_norm(layers, d):
     widths = [d] + [w.shape[0] for w, _ in layers]
     total = 0.0
     for units in itertools.product(*map(range, widths)):  # input unit, then one unit per layer
-        total += math.prod(w[units[l + 1], units[l]] ** 2 for l, (w, _) in enumerate(layers))
+        total += math.prod(w[units[i + 1], units[i]] ** 2 for i, (w, _) in enumerate(layers))
     for s, (_, b) in enumerate(layers, start=1):
         if b is None:
             continue
         for units in itertools.product(*map(range, widths[s:])):  # unit j_s of layer s, …, output unit
-            total += b[units[0]] ** 2 * math.prod(layers[l][0][units[l - s + 1], units[l - s]] ** 2
-                                                  for l in range(s, len(layers)))
+            total += b[units[0]] ** 2 * math.prod(layers[i][0][units[i - s + 1], units[i - s]] ** 2
+                                                  for i in range(s, len(layers)))
     return math.sqrt(total)
 
 
@@ -174,8 +174,8 @@ def test_the_continued_point_is_the_flow_on_a_quadratic():
     obj, a, q, lam, star = quadratic(seed=1)
     theta = star + q @ torch.tensor([0.2, -0.1, 0.3, 0.05, 0.4], dtype=torch.float64)
     threshold = 1e-4
-    gf = {"method": "rkc", "tol": 1e-10, "max_steps": 100000, "sharpness_tol": 1e-8, "divergence_factor": 1e3}
-    flow = end_points.continued(obj, theta, threshold, gf)
+    gf = {"method": "rkc", "tol": 1e-10, "sharpness_tol": 1e-8, "divergence_factor": 1e3}
+    flow = end_points.continued(obj, theta, threshold, gf, 100000)
     assert flow.status == "converged"
     exact = star + torch.linalg.matrix_exp(-a * flow.time) @ (theta - star)
     assert torch.allclose(flow.theta, exact, rtol=0, atol=1e-7)
@@ -186,7 +186,8 @@ def test_the_continued_point_is_the_flow_on_a_quadratic():
         lo, hi = ((lo + hi) / 2, hi) if excess((lo + hi) / 2) > 0 else (lo, (lo + hi) / 2)
     assert flow.time == pytest.approx(hi, rel=1e-5)
     # rk4 with the same settings shape lands on the same point
-    rk4 = end_points.continued(obj, theta, threshold, {**gf, "method": "rk4", "alpha": 0.1, "sharpness_every": 1})
+    rk4 = end_points.continued(obj, theta, threshold, {**gf, "method": "rk4", "alpha": 0.1, "sharpness_every": 1},
+                               100000)
     assert float((rk4.theta - flow.theta).norm()) < 1e-3 * float((theta - star).norm())
 
 
@@ -215,8 +216,9 @@ def test_measure_records_both_points_with_their_cost():
     obj, a, q, lam, star = quadratic(seed=2)
     eta = 2.0 / float(lam.max())
     theta = star + q[:, -1] * 0.3
-    settings = {"tol": 1e-10, "max_iter": 50, "end_points": {"window": 100, "continue_factor": 0.1}}
-    gf = {"method": "rkc", "tol": 1e-10, "max_steps": 100000, "sharpness_tol": 1e-8, "divergence_factor": 1e3}
+    settings = {"tol": 1e-10, "max_iter": 50, "end_points": {"window": 100, "continue_factor": 0.1,
+                                                             "max_steps": 100000}}
+    gf = {"method": "rkc", "tol": 1e-10, "sharpness_tol": 1e-8, "divergence_factor": 1e3}
     eps = float(obj.loss(theta))  # = ½·5·0.3², the run's ε
     out = end_points.measure(obj, theta, eta, eps, settings, gf, test_loss=lambda t: -1.0)
     assert set(out) == set(end_points.SCALAR_COLUMNS)
@@ -237,9 +239,12 @@ def test_run_gradient_flow_is_what_continued_calls():
     """continued() is the flow of normsharp.flow with the setup's settings, nothing of its own."""
     obj, _, q, _, star = quadratic()
     theta = star + q[:, 2]
-    gf = {"method": "rk4", "alpha": 0.5, "sharpness_every": 3, "max_steps": 5000, "sharpness_tol": 1e-6,
-          "divergence_factor": 1e3, "tol": 1e-7}
+    gf = {"method": "rk4", "alpha": 0.5, "sharpness_every": 3, "sharpness_tol": 1e-6, "divergence_factor": 1e3,
+          "tol": 1e-7, "max_steps": 1, "test_every": 5, "checkpoint_every": 10}  # the last three are not used
     target = 1e-3
-    mine = end_points.continued(obj, theta, target, gf)
-    direct = run_gradient_flow(obj, theta, loss_threshold=target, log_every=10**9, **gf)
-    assert torch.equal(mine.theta, direct.theta) and mine.steps == direct.steps
+    mine = end_points.continued(obj, theta, target, gf, 5000)
+    direct = run_gradient_flow(obj, theta, loss_threshold=target, log_every=10**9, max_steps=5000,
+                               **{k: v for k, v in gf.items() if k in end_points.FLOW_KEYS})
+    assert torch.equal(mine.theta, direct.theta) and mine.steps == direct.steps and mine.status == "converged"
+    capped = end_points.continued(obj, theta, target, gf, 3)
+    assert capped.status == "max_steps" and capped.steps == 3

@@ -9,7 +9,8 @@ of θ_K mix the drift of the end point with the phase of the oscillation. Two po
         θ̄ − θ* = (1/W)(ηA)⁻¹(I − (I − ηA)^W)(θ_K − θ*).
 (b) *continued*: the gradient flow dθ/dt = −∇L(θ) from θ_K (:func:`normsharp.flow.run_gradient_flow`, the
     setup's ``gf`` integrator settings) until L < ``continue_factor``·ε, the point a vanishing step would
-    settle at; on a quadratic θ(t) − θ* = e^{−At}(θ_K − θ*).
+    settle at, or ``max_steps`` integrator steps (then status 'max_steps', measured where it stopped); on a
+    quadratic θ(t) − θ* = e^{−At}(θ_K − θ*).
 
 Each point gets the raw end point's measures: S (signed max|λ| by Lanczos with ``geometry.tol``,
 ``max_iter``), ℓ1, ℓ2, train and test loss, its distance to θ_K, and its cost (gradients, HVPs, seconds).
@@ -23,18 +24,28 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch and the solvers are imported where used: analysis reads the columns without them
+    import torch
 
-from .eigen import sharpness
-from .flow import run_gradient_flow
-from .objective import Objective
+    from .objective import Objective
 
 MEASURES = ("sharpness", "l1_norm", "l2_norm", "train_loss", "test_loss", "dist_to_end")
 COSTS = {"n_grad": "int64", "n_hvp": "int64", "seconds": "float64"}
 SCALAR_COLUMNS = {**{f"{p}_{m}": "float64" for p in ("avg", "cont") for m in MEASURES},
                   **{f"{p}_{c}": t for p in ("avg", "cont") for c, t in COSTS.items()},
                   "cont_time": "float64", "cont_status": "string"}
+
+
+# the setup's gf settings the continued flow uses (the integrator and its tolerances; its steps are capped by
+# geometry.end_points.max_steps instead of gf.max_steps)
+FLOW_KEYS = ("method", "tol", "alpha", "sharpness_every", "sharpness_tol", "divergence_factor")
+
+
+def is_on(settings: dict) -> bool:
+    """Whether the ``geometry`` settings turn ``end_points`` on."""
+    return bool((settings.get("end_points") or {}).get("enabled", False))
 
 
 def not_measured() -> dict:
@@ -51,7 +62,7 @@ def wanted(settings: dict, result: dict) -> bool:
     from .dynamics import DIVERGED
     from .optimizers import GD, from_config
 
-    if not (settings.get("end_points") or {}).get("enabled", False):
+    if not is_on(settings):
         return False
     if result["method"] != "gd" or result["status"] == DIVERGED:
         return False
@@ -71,6 +82,8 @@ class Averaged:
 
 def averaged(objective: Objective, theta: torch.Tensor, eta: float, window: int) -> Averaged:
     """θ̄ = (1/W) Σ_{k=0}^{W−1} θ_{K+k} of GD at step η from θ_K = ``theta`` (module docstring, (a))."""
+    import torch
+
     current = theta.detach().clone()
     total = current.clone()
     for k in range(1, window):
@@ -82,17 +95,20 @@ def averaged(objective: Objective, theta: torch.Tensor, eta: float, window: int)
     return Averaged(total / window, window - 1, True)
 
 
-def continued(objective: Objective, theta: torch.Tensor, loss_threshold: float, gf: dict):
-    """The gradient flow from ``theta`` until L < ``loss_threshold`` with the ``gf`` integrator settings (method,
-    tol, alpha, max_steps, sharpness_every, sharpness_tol, divergence_factor): a FlowResult."""
-    keys = ("method", "tol", "alpha", "max_steps", "sharpness_every", "sharpness_tol", "divergence_factor")
-    return run_gradient_flow(objective, theta, loss_threshold=loss_threshold, log_every=10**9,
-                             progress_seconds=math.inf, **{k: gf[k] for k in keys if k in gf})
+def continued(objective: Objective, theta: torch.Tensor, loss_threshold: float, gf: dict, max_steps: int):
+    """The gradient flow from ``theta`` until L < ``loss_threshold`` or ``max_steps`` integrator steps, with the
+    ``gf`` integrator settings (FLOW_KEYS; absent ones take run_gradient_flow's defaults): a FlowResult."""
+    from .flow import run_gradient_flow
+
+    return run_gradient_flow(objective, theta, loss_threshold=loss_threshold, max_steps=max_steps, log_every=10**9,
+                             **{k: gf[k] for k in FLOW_KEYS if k in gf})
 
 
 def _point(prefix: str, objective: Objective, at: torch.Tensor, end: torch.Tensor, settings: dict,
            test_loss: Callable[[torch.Tensor], float]) -> dict:
     """The measures of MEASURES at ``at`` (S by Lanczos to the geometry tol), and the HVPs spent on S."""
+    from .eigen import sharpness
+
     eig = sharpness(objective.hessian_at(at), objective.dim, tol=settings["tol"], max_iter=settings["max_iter"],
                     dtype=at.dtype, device=at.device)
     values = {"sharpness": eig.value, "l1_norm": float(at.abs().sum()), "l2_norm": float(at.norm()),
@@ -104,8 +120,10 @@ def _point(prefix: str, objective: Objective, at: torch.Tensor, end: torch.Tenso
 def measure(objective: Objective, theta: torch.Tensor, eta: float, loss_threshold: float, settings: dict,
             gf: dict, test_loss: Callable[[torch.Tensor], float]) -> dict:
     """The avg_* and cont_* entries of the end point θ_K = ``theta`` of a GD run at η with threshold ε:
-    ``settings`` the geometry settings (``end_points``: window, continue_factor; tol, max_iter for S), ``gf``
+    ``settings`` the geometry settings (``end_points``: window, continue_factor, max_steps; tol, max_iter for S), ``gf``
     the setup's flow settings, ``test_loss(θ)`` the test loss. A point that left the finite numbers reads NaN."""
+    import torch
+
     ends = settings["end_points"]
     out = not_measured()
     start = time.monotonic()
@@ -114,7 +132,7 @@ def measure(objective: Objective, theta: torch.Tensor, eta: float, loss_threshol
         out.update(_point("avg", objective, avg.theta, theta, settings, test_loss))
     out.update(avg_n_grad=avg.n_grad, avg_seconds=time.monotonic() - start)
     start = time.monotonic()
-    flow = continued(objective, theta, ends["continue_factor"] * loss_threshold, gf)
+    flow = continued(objective, theta, ends["continue_factor"] * loss_threshold, gf, ends["max_steps"])
     if torch.isfinite(flow.theta).all():
         out.update(_point("cont", objective, flow.theta, theta, settings, test_loss))
     out.update(cont_n_grad=flow.n_grad, cont_n_hvp=out["cont_n_hvp"] + flow.n_hvp, cont_time=flow.time,

@@ -23,12 +23,10 @@ product of the layers' spectral norms, and the ℓ2 path norm.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-
-from .architectures import FCN, DiagonalLinear
-from .layer_sharpness import layer_blocks
-from .layers import ScaledLinear
+if TYPE_CHECKING:  # torch is imported where used: analysis reads the columns without it
+    import torch
 
 SCALAR_COLUMNS = {"spectral_norm_product": "float64", "path_norm": "float64"}
 LIST_COLUMNS = ["layer_names", "layer_l1_norms", "layer_l2_norms"]
@@ -36,6 +34,8 @@ LIST_COLUMNS = ["layer_names", "layer_l1_norms", "layer_l2_norms"]
 
 def layer_norms(model, theta: torch.Tensor) -> dict:
     """``layer_names``, ``layer_l1_norms``, ``layer_l2_norms``: ℓ1 and ℓ2 of each layer block of θ, in θ order."""
+    from .layer_sharpness import layer_blocks
+
     blocks = layer_blocks(model.names, model.numels)
     return {"layer_names": [b[0] for b in blocks],
             "layer_l1_norms": [float(theta[a:b].abs().sum()) for _, a, b in blocks],
@@ -44,6 +44,8 @@ def layer_norms(model, theta: torch.Tensor) -> dict:
 
 def _linear_layers(model, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """(m·W, m_b·b or None) of each linear layer of an FCN at θ, input to output."""
+    from .layers import ScaledLinear
+
     tensors = model.unflatten(theta)
     out = []
     for name, layer in model.module.named_modules():
@@ -56,13 +58,22 @@ def _linear_layers(model, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch
 
 def _diagonal_factors(model, theta: torch.Tensor) -> tuple[torch.Tensor, int]:
     """The diagonal linear network's layer diagonal (w, or (u, v) concatenated) and its depth D at θ."""
+    import torch
+
     tensors = model.unflatten(theta)
     diag = torch.cat([tensors["u"], tensors["v"]]) if "v" in tensors else tensors["u"]
     return diag, model.module.depth
 
 
 def spectral_norm_product(model, theta: torch.Tensor) -> float:
-    """Π_l σ_max(m_l W_l) over the weight matrices (module docstring); NaN where it is not defined."""
+    """Π_l σ_max(m_l W_l) over the weight matrices (module docstring); NaN where it is not defined or θ is not
+    finite (a diverged run)."""
+    import torch
+
+    from .architectures import FCN, DiagonalLinear
+
+    if not torch.isfinite(theta).all():
+        return math.nan
     if isinstance(model.module, FCN):
         return math.prod(float(torch.linalg.matrix_norm(w, ord=2)) for w, _ in _linear_layers(model, theta))
     if isinstance(model.module, DiagonalLinear):
@@ -74,6 +85,10 @@ def spectral_norm_product(model, theta: torch.Tensor) -> float:
 def path_norm(model, theta: torch.Tensor) -> float:
     """The ℓ2 path norm φ₂ (Neyshabur et al. 2015, module docstring: biases as edges from a constant unit),
     by one forward pass of the squared network on an all-ones input; NaN where it is not defined."""
+    import torch
+
+    from .architectures import FCN, DiagonalLinear
+
     if isinstance(model.module, FCN):
         layers = _linear_layers(model, theta)
         h = torch.ones(layers[0][0].shape[1], dtype=theta.dtype, device=theta.device)
