@@ -104,12 +104,12 @@ RUN_COLUMN_DOCS = {
                  "constant unit (fcn; diagonal_linear: (Σ_i w_i^{2D})^{1/2}); NaN for cnn, resnet, vit, custom",
     # is the growth real? (geometry.end_points, docs/measures.md#is-the-growth-real): plain-GD runs with η ≥ η_c
     # that did not diverge; NaN (costs 0, status NA) for every other run and when off
-    **{f"{p}_{m}": f"{what} of the {point}" for p, point in (
-        ("avg", "averaged end point θ̄ = mean of the W GD iterates θ_K, …, θ_{K+W−1} from θ_K at η"),
-        ("cont", "continued end point: gradient flow from θ_K until L < continue_factor·ε"))
+    **{f"{p}_{m}": f"{what} {point}" for p, point in (
+        ("avg", "at θ̄, the mean of the W = `window` GD iterates θ_K, …, θ_{K+W−1} from the end point θ_K at η"),
+        ("cont", "at the point where the gradient flow from θ_K reaches L < `continue_factor`·ε"))
        for m, what in (("sharpness", "signed max|λ| of the Hessian (Lanczos, `geometry.tol`)"),
-                       ("l1_norm", "‖θ‖₁"), ("l2_norm", "‖θ‖₂"), ("train_loss", "training loss L"),
-                       ("test_loss", "test loss"), ("dist_to_end", "distance ‖θ − θ_K‖₂ to the raw end point"))},
+                       ("l1_norm", "ℓ1 norm"), ("l2_norm", "ℓ2 norm"), ("train_loss", "training loss"),
+                       ("test_loss", "test loss"), ("dist_to_end", "distance to θ_K, ‖θ − θ_K‖₂,"))},
     "avg_n_grad": "gradients of the averaging window (W − 1)",
     "avg_n_hvp": "HVPs of `avg_sharpness`",
     "avg_seconds": "wall seconds of the averaged end point (window and its measures)",
@@ -117,8 +117,8 @@ RUN_COLUMN_DOCS = {
     "cont_n_hvp": "HVPs of the continued flow (its S along the way) and of `cont_sharpness`",
     "cont_seconds": "wall seconds of the continued end point (flow and its measures)",
     "cont_time": "flow time t the continuation ran for",
-    "cont_status": "how the continued flow ended: `converged` (L < continue_factor·ε), `max_steps` (gf.max_steps) "
-                   "or `diverged`; NA where not measured",
+    "cont_status": "how the continued flow ended: `converged` (L < continue_factor·ε), `max_steps` "
+                   "(`geometry.end_points.max_steps`) or `diverged`; NA where not measured",
 }
 
 # Columns outside the code's typed table: lists, and what the run files add (name: (type, description)).

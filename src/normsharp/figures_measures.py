@@ -125,7 +125,8 @@ def layer_sharpness_vs_eta(study: Study, axes, setup: str):
 @figure("end_points_vs_eta", rows=2)
 def end_points_vs_eta(study: Study, axes, setup: str):
     """Is the growth real? S (top) and ℓ1 (bottom) of the raw end point θ_K, the average θ̄ of the iterates over
-    the window and the gradient flow continued from θ_K (geometry.end_points) against η/η_c; dotted: 2/η."""
+    the window and the gradient flow continued from θ_K (geometry.end_points) against η/η_c; dotted: 2/η of the
+    runs at the Edge of Stability."""
     gd, gf = setup_runs(study.runs, setup)
     measured = gd[gd.avg_l1_norm.notna() | gd.cont_l1_norm.notna()] if "avg_l1_norm" in gd else gd.iloc[:0]
     x = sweep_x(gd)
@@ -138,9 +139,9 @@ def end_points_vs_eta(study: Study, axes, setup: str):
         transition(ax, gd)
         sweep_axis(ax, gd)
         ax.set_ylabel(name)
-    ok = gd[gd.status == "converged"].sort_values(x)
-    if len(ok):
-        axes[0].plot(ok[x], 2 / ok.eta, ":", color="grey", lw=1, label="2/η")
+    eos = gd[(gd.status == "converged") & (gd.regime == "eos")].sort_values(x)
+    if len(eos):  # where S meets 2/η (below η_c 2/η is far above S and would squash the panel)
+        axes[0].plot(eos[x], 2 / eos.eta, ":", color="grey", lw=1, label="2/η")
     if not len(measured):
         axes[0].text(0.5, 0.9, "no run at the Edge of Stability measured", ha="center", transform=axes[0].transAxes,
                      color="grey")
