@@ -175,3 +175,16 @@ def test_setup_optimizers_default_to_plain_gd_and_check_each_setup():
     ok = _setup(optimizer={"name": "sgd", "batch_size": 1798})
     assert setup_optimizers({"c": {**ok, "dataset": {"name": "digits", "n_train": 1798}}})["c"].batch_size == 1798
     assert setup_optimizers({"d": {**ok, "dataset": {"name": "synthetic"}}})["d"].batch_size == 1798
+
+
+def test_continuation_is_empty_unless_end_points_are_on_and_holds_only_the_integrator():
+    from normsharp.wfconfig import continuation
+
+    setup = {"loss_threshold": 0.01, "gf": {"method": "rkc", "tol": 1e-7, "alpha": 1.0, "max_steps": 200000,
+                                             "sharpness_every": 5, "sharpness_tol": 1e-5, "log_every": 10,
+                                             "divergence_factor": 1000.0, "checkpoint_every": 1000, "test_every": 0}}
+    assert continuation({}, setup) == {} and continuation({"end_points": {"enabled": False}}, setup) == {}
+    on = continuation({"end_points": {"enabled": True}}, setup)
+    assert on == {"gf": {"alpha": 1.0, "divergence_factor": 1000.0, "method": "rkc", "sharpness_every": 5,
+                         "sharpness_tol": 1e-5, "tol": 1e-7}, "loss_threshold": 0.01}
+    assert list(on) == sorted(on) and list(on["gf"]) == sorted(on["gf"])
