@@ -107,6 +107,29 @@ RUN_COLUMN_DOCS = {
     "adaptive_sharpness_seconds": "wall seconds of both adaptive sharpnesses",
     "layer_sharpness_n_hvp": "HVPs of the per-layer block eigenvalues (`geometry.layer_sharpness`)",
     "layer_sharpness_seconds": "wall seconds of the per-layer block eigenvalues",
+    # the norms beyond ℓ1/ℓ2 (docs/measures.md#norms), every run
+    "spectral_norm_product": "Π_l σ_max(m_l W_l) over the weight matrices the layers apply (fcn: its linear layers; "
+                             "diagonal_linear: (max_i |w_i|)^D); NaN for cnn, resnet, vit, custom and diverged runs; "
+                             "units of the output per unit of the input",
+    "path_norm": "ℓ2 path norm φ₂ = (Σ_paths Π_e w_e²)^{1/2} of Neyshabur et al. 2015, biases as edges from a "
+                 "constant unit (fcn; diagonal_linear: (Σ_i w_i^{2D})^{1/2}); NaN for cnn, resnet, vit, custom",
+    # is the growth real? (geometry.end_points, docs/measures.md#is-the-growth-real): plain-GD runs with η ≥ η_c
+    # that did not diverge; NaN (costs 0, status NA) for every other run and when off
+    **{f"{p}_{m}": f"{what} {point}" for p, point in (
+        ("avg", "at θ̄, the mean of the W = `window` GD iterates θ_K, …, θ_{K+W−1} from the end point θ_K at η"),
+        ("cont", "at the point where the gradient flow from θ_K reaches L < `continue_factor`·ε"))
+       for m, what in (("sharpness", "signed max|λ| of the Hessian (Lanczos, `geometry.tol`)"),
+                       ("l1_norm", "ℓ1 norm"), ("l2_norm", "ℓ2 norm"), ("train_loss", "training loss"),
+                       ("test_loss", "test loss"), ("dist_to_end", "distance to θ_K, ‖θ − θ_K‖₂,"))},
+    "avg_n_grad": "gradients of the averaging window (W − 1)",
+    "avg_n_hvp": "HVPs of `avg_sharpness`",
+    "avg_seconds": "wall seconds of the averaged end point (window and its measures)",
+    "cont_n_grad": "gradients of the continued gradient flow",
+    "cont_n_hvp": "HVPs of the continued flow (its S along the way) and of `cont_sharpness`",
+    "cont_seconds": "wall seconds of the continued end point (flow and its measures)",
+    "cont_time": "flow time t the continuation ran for",
+    "cont_status": "how the continued flow ended: `converged` (L < continue_factor·ε), `max_steps` "
+                   "(`geometry.end_points.max_steps`) or `diverged`; NA where not measured",
 }
 
 # Columns outside the code's typed table: lists, and what the run files add (name: (type, description)).
@@ -116,8 +139,12 @@ EXTRA_RUN_COLUMNS = {
              "the end point's β = w^{⊙D} (`uv`: u^{⊙D} − v^{⊙D}) where `gen_error` is defined; empty otherwise"),
     "layer_sharpness": ("list of float64", "signed top-|λ| of each layer's Hessian block ∇²_{θ_l θ_l}L (a layer: one "
                         "module's weight and bias together), in `layer_names` order; empty when off or diverged"),
-    "layer_names": ("list of string", "the module names of the `layer_sharpness` blocks (`θ` for parameters of "
-                    "the root module)"),
+    "layer_names": ("list of string", "the layer blocks, in θ order: a module's weight and bias together, named "
+                    "by the module (`θ` for parameters of the root module); of every run"),
+    "layer_l1_norms": ("list of float64", "‖θ_l‖₁ of each layer block, in `layer_names` order (they sum to "
+                       "`l1_norm`)"),
+    "layer_l2_norms": ("list of float64", "‖θ_l‖₂ of each layer block, in `layer_names` order (their squares sum "
+                       "to `l2_norm`²)"),
     "trace_stderr": ("float64", "standard error of `trace`"),
     "sharpness_converged": ("boolean", "whether Lanczos met `geometry.tol` for `sharpness` (NaN if diverged)"),
     "final_sharpness": ("float64", "`gf`: S at the flow's end point, from the integrator (NaN for `gd`)"),

@@ -72,11 +72,14 @@ def test_plots_draw_the_registry_figures():
 def test_measure_figures_follow_the_geometry_keys():
     from normsharp.wfconfig import measure_figures
 
-    assert set(registry.MEASURE_FIGURES.values()) == {"density", "adaptive_sharpness", "layer_sharpness"}
+    assert set(registry.MEASURE_FIGURES.values()) == {"density", "adaptive_sharpness", "layer_sharpness",
+                                                      "end_points"}
     assert measure_figures({}) == [] and measure_figures({"density": {"probes": 0}}) == []
     assert measure_figures({"density": {"probes": 4}, "layer_sharpness": True}) == ["spectral_density",
                                                                                       "layer_sharpness_vs_eta"]
     assert measure_figures({"adaptive_sharpness": {"enabled": True}}) == ["adaptive_sharpness_vs_eta"]
+    assert measure_figures({"end_points": {"enabled": True}}) == ["end_points_vs_eta"]
+    assert measure_figures({"end_points": {"enabled": False, "window": 10}}) == []
 
 
 def test_the_registry_optimisers_are_the_classes_of_normsharp_optimizers():

@@ -188,3 +188,16 @@ def test_execution_settings_come_from_the_config_and_leave_the_run_settings():
     assert execution(config, "a", "gf")["checkpoint_every"] == 5
     gd = config["setups"]["a"]["gd"]
     assert "checkpoint_every" not in science(gd) and science(gd)["log_every"] == gd["log_every"] == 10
+
+
+def test_continuation_is_empty_unless_end_points_are_on_and_holds_only_the_integrator():
+    from normsharp.wfconfig import continuation
+
+    setup = {"loss_threshold": 0.01, "gf": {"method": "rkc", "tol": 1e-7, "alpha": 1.0, "max_steps": 200000,
+                                             "sharpness_every": 5, "sharpness_tol": 1e-5, "log_every": 10,
+                                             "divergence_factor": 1000.0, "checkpoint_every": 1000, "test_every": 0}}
+    assert continuation({}, setup) == {} and continuation({"end_points": {"enabled": False}}, setup) == {}
+    on = continuation({"end_points": {"enabled": True}}, setup)
+    assert on == {"gf": {"alpha": 1.0, "divergence_factor": 1000.0, "method": "rkc", "sharpness_every": 5,
+                         "sharpness_tol": 1e-5, "tol": 1e-7}, "loss_threshold": 0.01}
+    assert list(on) == sorted(on) and list(on["gf"]) == sorted(on["gf"])

@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .end_points import SCALAR_COLUMNS as END_POINT_COLUMNS
+from .end_points import not_measured as end_points_not_measured
 from .files import TRAJECTORY_COLUMNS
+from .parameter_norms import LIST_COLUMNS as NORM_LIST_COLUMNS
+from .parameter_norms import SCALAR_COLUMNS as NORM_COLUMNS
 from .provenance import COLUMNS as PROVENANCE_COLUMNS
 from .sharpness_measures import LIST_COLUMNS as MEASURE_LIST_COLUMNS
 from .sharpness_measures import SCALAR_COLUMNS as MEASURE_COLUMNS
@@ -35,9 +39,9 @@ RUN_COLUMNS = {
     "train_accuracy": "float64", "gen_error": "float64", "time": "float64", "n_grad": "int64", "n_hvp": "int64",
     "wall_seconds": "float64", **dict.fromkeys(GAP_COLUMNS, "float64"),
     "optimizer": "string", "opt_sharpness": "float64", "edge": "float64", "edge_ratio": "float64",
-    **PROVENANCE_COLUMNS, **MEASURE_COLUMNS,
+    **PROVENANCE_COLUMNS, **MEASURE_COLUMNS, **NORM_COLUMNS, **END_POINT_COLUMNS,
 }
-LIST_COLUMNS = ["top_eigenvalues", "beta", *MEASURE_LIST_COLUMNS]
+LIST_COLUMNS = ["top_eigenvalues", "beta", *MEASURE_LIST_COLUMNS, *NORM_LIST_COLUMNS]
 TRAJECTORY_KEYS = {"experiment": "string", "setup": "string", "seed": "int64", "method": "string", "eta": "float64"}
 # spectra.parquet: one row per node of each run's stochastic Lanczos quadrature (geometry.density)
 SPECTRA_COLUMNS = {**TRAJECTORY_KEYS, "probe": "int64", "node": "float64", "weight": "float64"}
@@ -207,9 +211,10 @@ def gaps_to_flow(runs: pd.DataFrame, theta: Sequence[torch.Tensor],
 
 def run_row(result: dict, geometry: dict, test: dict) -> dict:
     """One run's row: its three records merged; n_hvp counts training and geometry, η/η_c and the regime added;
-    a geometry.json written before a sharpness measure existed reads as that measure not measured."""
-    row = {"gen_error": math.nan, "beta": [], **dict.fromkeys(PROVENANCE_COLUMNS), **not_measured(), **result,
-           **test, **{k: v for k, v in geometry.items() if k != "n_hvp"}}
+    a geometry.json written before a measure existed reads as that measure not measured (NaN, empty)."""
+    row = {"gen_error": math.nan, "beta": [], **dict.fromkeys(PROVENANCE_COLUMNS), **not_measured(),
+           **dict.fromkeys(NORM_COLUMNS, math.nan), **dict.fromkeys(NORM_LIST_COLUMNS, []),
+           **end_points_not_measured(), **result, **test, **{k: v for k, v in geometry.items() if k != "n_hvp"}}
     row.pop("density")  # the quadrature nodes go to spectra.parquet (spectra_frame)
     row["n_hvp"] = result["n_hvp"] + geometry["n_hvp"]
     row["eta_over_eta_c"] = row["eta"] / row["eta_c"]

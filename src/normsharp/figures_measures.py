@@ -2,7 +2,7 @@
 
 The Hutchinson trace against η/η_c (always: the trace is always computed), and, only where the config turns the
 measure on (normsharp.registry.MEASURE_FIGURES): the spectral density at a few η, the adaptive sharpness and
-the per-layer block sharpness against η/η_c.
+the per-layer block sharpness against η/η_c, and S and ℓ1 of the raw, averaged and continued end points.
 """
 
 from __future__ import annotations
@@ -120,3 +120,29 @@ def layer_sharpness_vs_eta(study: Study, axes, setup: str):
         ax.set_yscale("log")
         plain_log(ax.yaxis)
     ax.set(ylabel="top |λ| of the layer's Hessian block", title=setup)
+
+
+@figure("end_points_vs_eta", rows=2)
+def end_points_vs_eta(study: Study, axes, setup: str):
+    """Is the growth real? S (top) and ℓ1 (bottom) of the raw end point θ_K, the average θ̄ of the iterates over
+    the window and the gradient flow continued from θ_K (geometry.end_points) against η/η_c; dotted: 2/η of the
+    runs at the Edge of Stability."""
+    gd, gf = setup_runs(study.runs, setup)
+    measured = gd[gd.avg_l1_norm.notna() | gd.cont_l1_norm.notna()] if "avg_l1_norm" in gd else gd.iloc[:0]
+    x = sweep_x(gd)
+    for ax, measure, name in zip(axes, ("sharpness", "l1_norm"), ("sharpness S = max|λ|", "ℓ1 norm of θ")):
+        band(ax, gd, measure, "raw end point θ_K", color="C0")
+        if len(measured):
+            band(ax, measured, f"avg_{measure}", "averaged θ̄ (window)", color="C1")
+            band(ax, measured, f"cont_{measure}", "continued by gradient flow", color="C4")
+        ax.axhline(gf[measure].mean(), color="C2", ls="-.", lw=1, label=f"GF {name.split()[0]}")
+        transition(ax, gd)
+        sweep_axis(ax, gd)
+        ax.set_ylabel(name)
+    eos = gd[(gd.status == "converged") & (gd.regime == "eos")].sort_values(x)
+    if len(eos):  # where S meets 2/η (below η_c 2/η is far above S and would squash the panel)
+        axes[0].plot(eos[x], 2 / eos.eta, ":", color="grey", lw=1, label="2/η")
+    if not len(measured):
+        axes[0].text(0.5, 0.9, "no run at the Edge of Stability measured", ha="center", transform=axes[0].transAxes,
+                     color="grey")
+    axes[0].set_title(setup)

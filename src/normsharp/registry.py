@@ -98,9 +98,10 @@ DIAGONAL_FIGURES: tuple[str, ...] = ("dln_zero_loss_set", "dln_vs_eta")
 # drawn for the whole study, only when a setup uses an optimiser other than plain GD
 OPTIMIZER_FIGURES: tuple[str, ...] = ("optimizer_edges",)
 # drawn only when the config turns on the opt-in measure of the geometry key they map to
-# (normsharp.sharpness_measures.enabled; the workflow adds them with wfconfig.measure_figures)
+# (normsharp.sharpness_measures.enabled, normsharp.end_points.is_on; the workflow adds them with
+# wfconfig.measure_figures)
 MEASURE_FIGURES: dict[str, str] = {"spectral_density": "density", "adaptive_sharpness_vs_eta": "adaptive_sharpness",
-                                   "layer_sharpness_vs_eta": "layer_sharpness"}
+                                   "layer_sharpness_vs_eta": "layer_sharpness", "end_points_vs_eta": "end_points"}
 
 # The shipped closed-form instances of the single_point dataset (``dataset.instance``); their numbers
 # live in normsharp.theory.INSTANCES, in this order.

@@ -21,7 +21,7 @@ SCALAR_COLUMNS = {
     "adaptive_sharpness_seconds": "float64",
     "layer_sharpness_n_hvp": "int64", "layer_sharpness_seconds": "float64",
 }
-LIST_COLUMNS = ["layer_sharpness", "layer_names"]
+LIST_COLUMNS = ["layer_sharpness"]  # in the order of the layer_names of normsharp.parameter_norms
 
 
 def not_measured() -> dict:
@@ -67,6 +67,6 @@ def measure(objective, model, theta, settings: dict, dtype, device) -> dict:
         start = time.monotonic()
         layers = layer_sharpness(hvp, objective.dim, layer_blocks(model.names, model.numels),
                                  tol=settings["tol"], max_iter=settings["max_iter"], dtype=dtype, device=device)
-        out.update(layer_sharpness=layers.values, layer_names=layers.names, layer_sharpness_n_hvp=layers.n_matvec,
+        out.update(layer_sharpness=layers.values, layer_sharpness_n_hvp=layers.n_matvec,
                    layer_sharpness_seconds=time.monotonic() - start)
     return out

@@ -243,36 +243,41 @@ def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, se
 
 
 def evaluate(data_path, init_path, run_dir, loss: str, geometry_settings: dict, numerics: dict,
-             geometry_path, test_path, dataset: dict | None = None, execution: dict | None = None) -> None:
+             geometry_path, test_path, dataset: dict | None = None, continuation: dict | None = None,
+             execution: dict | None = None) -> None:
     """A run's end point θ, with the data and model loaded once (and a progress.json while it runs).
 
     ``geometry_path``: sharpness (signed max|λ|, Lanczos), the top-k eigenvalues, the Hutchinson trace, the
-    norms and the opt-in measures of :mod:`normsharp.sharpness_measures` (NaN and empty where the run diverged);
-    its n_hvp counts every HVP spent here. ``test_path``: test loss and accuracy, train accuracy, and
-    with the ``dataset`` spec of a setup that has a closed form (:func:`normsharp.theory.end_point`) the exact
-    generalisation error ``gen_error`` and the end point's ``beta`` (otherwise NaN and empty). geometry.json
-    also records the job's ``eval_device``, ``eval_threads`` and ``eval_chunk_size`` (``execution``: as for
-    :func:`gradient_flow`).
+    norms (:func:`normsharp.metrics.norms`, :mod:`normsharp.parameter_norms`), the opt-in measures of
+    :mod:`normsharp.sharpness_measures` (NaN and empty where the run diverged) and, with
+    ``geometry.end_points.enabled``, the averaged and continued end points of :mod:`normsharp.end_points`
+    (``continuation``: the setup's ε ``loss_threshold`` and its ``gf`` settings); its n_hvp counts every
+    HVP spent here. ``test_path``: test loss and accuracy, train accuracy, and with the ``dataset`` spec
+    of a setup that has a closed form (:func:`normsharp.theory.end_point`) the exact generalisation error
+    ``gen_error`` and the end point's ``beta`` (otherwise NaN and empty). geometry.json also records the job's
+    ``eval_device``, ``eval_threads`` and ``eval_chunk_size`` (``execution``: as for :func:`gradient_flow`).
     """
     with _progress(Path(run_dir), execution, "evaluate"):
         _evaluate(data_path, init_path, Path(run_dir), loss, geometry_settings, numerics, geometry_path, test_path,
-                  dataset, execution)
+                  dataset, continuation, execution)
 
 
 def _evaluate(data_path, init_path, run_dir: Path, loss, geometry_settings, numerics, geometry_path, test_path,
-              dataset, execution) -> None:
+              dataset, continuation, execution) -> None:
     from .dynamics import DIVERGED
     from .eigen import hutchinson_trace, lanczos
     from .metrics import evaluate as evaluate_on
     from .metrics import norms
+    from .parameter_norms import measure as more_norms
     from .theory import end_point
 
-    status = read_json(run_dir / "result.json")["status"]
+    result = read_json(run_dir / "result.json")
+    status = result["status"]
     p = Problem(data_path, init_path, loss, numerics, execution)
     theta = p.load_theta(run_dir / "theta.pt")
-    geometry = {**norms(theta, p.theta0), "sharpness": math.nan, "top_eigenvalues": [], "trace": math.nan,
-                "trace_stderr": math.nan, "n_hvp": 0, "eval_device": p.device.type,
-                **{f"eval_{k}": v for k, v in p.execution_record().items()}}
+    geometry = {**norms(theta, p.theta0), **more_norms(p.model, theta), "sharpness": math.nan,
+                "top_eigenvalues": [], "trace": math.nan, "trace_stderr": math.nan, "n_hvp": 0,
+                "eval_device": p.device.type, **{f"eval_{k}": v for k, v in p.execution_record().items()}}
     if status != DIVERGED:
         hvp = p.objective.hessian_at(theta)
         eig = lanczos(hvp, p.objective.dim, k=geometry_settings["top_k"], tol=geometry_settings["tol"],
@@ -284,12 +289,33 @@ def _evaluate(data_path, init_path, run_dir: Path, loss, geometry_settings, nume
         log.info("geometry %s: sharpness=%.6g (%d HVPs) l1=%.6g", run_dir, eig.value, eig.n_matvec,
                  geometry["l1_norm"])
     geometry.update(_sharpness_measures(p, theta, geometry_settings, status != DIVERGED))
+    geometry.update(_end_points(p, theta, result, geometry_settings, continuation or {}))
     geometry["n_hvp"] += geometry["density_n_hvp"] + geometry["layer_sharpness_n_hvp"]
+    geometry["n_hvp"] += geometry["avg_n_hvp"] + geometry["cont_n_hvp"]
     write_json(geometry_path, geometry)
     test = evaluate_on(p.objective, theta, p.data.x_test, p.data.y_test, p.data.num_classes)
     train = evaluate_on(p.objective, theta, p.data.x_train, p.data.y_train, p.data.num_classes)
     write_json(test_path, {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
                            "train_accuracy": train["accuracy"], **end_point(dataset, p.model_spec, theta)})
+
+
+def _end_points(p: Problem, theta, result: dict, settings: dict, continuation: dict) -> dict:
+    """The averaged and continued end points (:mod:`normsharp.end_points`) of a plain-GD run at the Edge of
+    Stability when ``geometry.end_points`` is on; not measured (NaN) for every other run."""
+    from .end_points import measure, not_measured, wanted
+
+    if not wanted(settings, result):
+        return not_measured()
+    if "loss_threshold" not in continuation or "gf" not in continuation:
+        raise ConfigError("geometry.end_points.enabled: the evaluate job needs the setup's loss_threshold and gf "
+                          "settings (the continuation param of the workflow's evaluate rule)")
+    out = measure(p.objective, theta, result["eta"], continuation["loss_threshold"], settings, continuation["gf"],
+                  lambda at: p.test_metrics(at)["test_loss"])
+    log.info("end points: averaged over %d steps (%.2f s): S=%.6g l1=%.6g; continued by gf to %s (%d grads, "
+             "%.2f s): S=%.6g l1=%.6g", settings["end_points"]["window"], out["avg_seconds"], out["avg_sharpness"],
+             out["avg_l1_norm"], out["cont_status"], out["cont_n_grad"], out["cont_seconds"], out["cont_sharpness"],
+             out["cont_l1_norm"])
+    return out
 
 
 def _sharpness_measures(p: Problem, theta, settings: dict, finite: bool) -> dict:

@@ -158,8 +158,21 @@ def setup_optimizers(setups: dict) -> dict:
 
 def measure_figures(geometry: dict) -> list[str]:
     """The figures of normsharp.registry.MEASURE_FIGURES whose opt-in measure the ``geometry`` settings turn on."""
+    from .end_points import is_on
     from .registry import MEASURE_FIGURES
     from .sharpness_measures import enabled
 
-    on = enabled(geometry)
+    on = {**enabled(geometry), "end_points": is_on(geometry)}
     return [name for name, key in MEASURE_FIGURES.items() if on[key]]
+
+
+def continuation(geometry: dict, setup: dict) -> dict:
+    """The evaluate job's ``continuation``: {} unless geometry.end_points is on; then the setup's ε
+    (``loss_threshold``) and the integrator settings of its ``gf`` (normsharp.end_points.FLOW_KEYS), so an
+    edit of gf.test_every or gf.checkpoint_every re-evaluates nothing."""
+    from .end_points import FLOW_KEYS, is_on
+
+    if not is_on(geometry):
+        return {}
+    return canonical({"loss_threshold": setup["loss_threshold"],
+                      "gf": {k: setup["gf"][k] for k in FLOW_KEYS if k in setup["gf"]}})

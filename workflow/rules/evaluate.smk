@@ -22,5 +22,6 @@ rule evaluate:
         settings=config["geometry"],
         numerics=NUMERICS,
         dataset=dataset_spec,
+        continuation=lambda w: wfconfig.continuation(config["geometry"], setup_of(w)),
     script:
         "../scripts/evaluate.py"
