@@ -13,6 +13,7 @@ from normsharp import end_points, parameter_norms
 from normsharp.flow import run_gradient_flow
 from normsharp.models import build_model
 from normsharp.objective import Quadratic
+from normsharp.stages import end_points_wanted
 
 
 def fcn(parametrization="standard", bias=True, depth=2, width=3, d=4, k=2, seed=0):
@@ -198,18 +199,18 @@ def gd_result(**more):
 
 def test_which_runs_are_measured():
     on = {"end_points": {"enabled": True}}
-    assert end_points.wanted(on, gd_result())
-    assert end_points.wanted(on, gd_result(eta=1.0))  # η = η_c is 'eos'
-    assert not end_points.wanted({"end_points": {"enabled": False}}, gd_result())
-    assert not end_points.wanted({}, gd_result())
-    assert not end_points.wanted(on, gd_result(eta=0.5))
-    assert not end_points.wanted(on, gd_result(status="diverged"))
-    assert not end_points.wanted(on, {"method": "gf", "status": "converged", "eta": math.nan, "eta_c": 1.0})
-    assert not end_points.wanted(on, gd_result(optimizer_settings=json.dumps({"name": "momentum", "beta": 0.9})))
-    assert not end_points.wanted(on, gd_result(optimizer_settings=json.dumps({"name": "gd", "l2": 0.01})))
+    assert end_points_wanted(on, gd_result())
+    assert end_points_wanted(on, gd_result(eta=1.0))  # η = η_c is 'eos'
+    assert not end_points_wanted({"end_points": {"enabled": False}}, gd_result())
+    assert not end_points_wanted({}, gd_result())
+    assert not end_points_wanted(on, gd_result(eta=0.5))
+    assert not end_points_wanted(on, gd_result(status="diverged"))
+    assert not end_points_wanted(on, {"method": "gf", "status": "converged", "eta": math.nan, "eta_c": 1.0})
+    assert not end_points_wanted(on, gd_result(optimizer_settings=json.dumps({"name": "momentum", "beta": 0.9})))
+    assert not end_points_wanted(on, gd_result(optimizer_settings=json.dumps({"name": "gd", "l2": 0.01})))
     old = gd_result()
     del old["optimizer_settings"]  # a result.json from before the optimisers: plain GD
-    assert end_points.wanted(on, old)
+    assert end_points_wanted(on, old)
 
 
 def test_measure_records_both_points_with_their_cost():

@@ -15,7 +15,8 @@ of θ_K mix the drift of the end point with the phase of the oscillation. Two po
 Each point gets the raw end point's measures: S (signed max|λ| by Lanczos with ``geometry.tol``,
 ``max_iter``), ℓ1, ℓ2, train and test loss, its distance to θ_K, and its cost (gradients, HVPs, seconds).
 Measured only for plain GD runs (no other optimiser: their iterates follow another map) in the regime 'eos'
-(η ≥ η_c, :func:`normsharp.analysis.regime`) that did not diverge; every other run gets :func:`not_measured`.
+(η ≥ η_c, :func:`normsharp.analysis.regime`) that did not diverge (:func:`normsharp.stages.end_points_wanted`);
+every other run gets :func:`not_measured`.
 """
 
 from __future__ import annotations
@@ -52,23 +53,6 @@ def not_measured() -> dict:
     """The entries for a run these points are not measured at: NaN, no status, zero cost."""
     out = {k: (0 if t == "int64" else math.nan) for k, t in SCALAR_COLUMNS.items()}
     return {**out, "avg_seconds": 0.0, "cont_seconds": 0.0, "cont_status": None}
-
-
-def wanted(settings: dict, result: dict) -> bool:
-    """Whether ``geometry.end_points`` is on and the run (its result.json) is a plain-GD, non-diverged 'eos' run."""
-    import json
-
-    from .analysis import regime
-    from .dynamics import DIVERGED
-    from .optimizers import GD, from_config
-
-    if not is_on(settings):
-        return False
-    if result["method"] != "gd" or result["status"] == DIVERGED:
-        return False
-    if from_config(json.loads(result.get("optimizer_settings", "null"))) != GD():
-        return False
-    return regime(result["method"], result["eta"], result["eta_c"]) == "eos"
 
 
 @dataclass

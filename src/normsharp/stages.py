@@ -299,12 +299,30 @@ def _evaluate(data_path, init_path, run_dir: Path, loss, geometry_settings, nume
                            "train_accuracy": train["accuracy"], **end_point(dataset, p.model_spec, theta)})
 
 
+def end_points_wanted(settings: dict, result: dict) -> bool:
+    """Whether ``geometry.end_points`` is on and the run (its result.json) is a plain-GD, non-diverged 'eos' run."""
+    import json
+
+    from .analysis import regime
+    from .dynamics import DIVERGED
+    from .end_points import is_on
+    from .optimizers import GD, from_config
+
+    if not is_on(settings):
+        return False
+    if result["method"] != "gd" or result["status"] == DIVERGED:
+        return False
+    if from_config(json.loads(result.get("optimizer_settings", "null"))) != GD():
+        return False
+    return regime(result["method"], result["eta"], result["eta_c"]) == "eos"
+
+
 def _end_points(p: Problem, theta, result: dict, settings: dict, continuation: dict) -> dict:
     """The averaged and continued end points (:mod:`normsharp.end_points`) of a plain-GD run at the Edge of
     Stability when ``geometry.end_points`` is on; not measured (NaN) for every other run."""
-    from .end_points import measure, not_measured, wanted
+    from .end_points import measure, not_measured
 
-    if not wanted(settings, result):
+    if not end_points_wanted(settings, result):
         return not_measured()
     if "loss_threshold" not in continuation or "gf" not in continuation:
         raise ConfigError("geometry.end_points.enabled: the evaluate job needs the setup's loss_threshold and gf "
