@@ -26,3 +26,14 @@ rule all:
 
 
 include: "workflow/rules/slurm_check.smk"
+
+
+# Before the first job (in the controller only, also under SLURM: its jobs run with --no-hooks): the plan that
+# `normsharp status` reads, then the SLURM requests checked against the partitions.
+onstart:
+    write_plan()
+    if (
+        workflow.executor_plugin is not None
+        and workflow.executor_plugin.name.endswith("slurm")
+    ):
+        check_slurm_requests()

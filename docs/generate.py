@@ -3,7 +3,8 @@
 Each table sits between ``<!-- BEGIN GENERATED: NAME -->`` and ``<!-- END GENERATED: NAME -->`` in README.md or
 docs/*.md and is rebuilt from its source, so it cannot drift from the code:
 
-- ``config``: the configuration reference, from workflow/schemas/config.schema.yaml (key, type, default, description).
+- ``config``: the configuration reference, from workflow/schemas/config.schema.yaml (key, type, default, kind
+  (``x-kind``: science or execution), description), in docs/configuration.md and config/README.md.
 - ``run-columns`` / ``trajectory-columns``: the columns of runs.parquet and trajectories.parquet, from the code's
   column tables, described by :data:`RUN_COLUMN_DOCS`, :data:`EXTRA_RUN_COLUMNS` and :data:`TRAJECTORY_COLUMN_DOCS`.
 - ``correlation-columns`` / ``correlation-measures``: the columns of correlations.parquet
@@ -25,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 PACKAGE = REPO / "src/normsharp"
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "config/README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMAND = "python docs/generate.py"
 MARKER = re.compile(r"(<!-- BEGIN GENERATED: ([\w-]+) -->\n)(.*?)(<!-- END GENERATED: \2 -->)", re.DOTALL)
 
@@ -79,6 +80,14 @@ RUN_COLUMN_DOCS = {
     "device": "`cpu` or `cuda`",
     "device_name": "CPU model or GPU name",
     "dtype": "`float64` or `float32`",
+    # the execution settings the GD or GF job used (docs/configuration.md#science-and-execution-settings)
+    "threads": "torch threads of the GD or GF job (`threads`: the rule's threads)",
+    "chunk_size": "examples per chunk of its full-batch sums (`chunk_size`; NA: unchunked)",
+    "checkpoint_every": "its `gd.checkpoint_every` or `gf.checkpoint_every` (0: no checkpoints)",
+    "resumed_at_step": "the step its last job resumed from a checkpoint at (0: computed from θ₀ in one job)",
+    "eval_device": "`cpu` or `cuda`: the device of the run's evaluate job",
+    "eval_threads": "torch threads of the evaluate job",
+    "eval_chunk_size": "`chunk_size` of the evaluate job (NA: unchunked)",
     "optimizer": "the run's optimiser (`setups.NAME.optimizer.name`; `gd` for runs written before it existed, NA "
                  "for `gf`)",
     "opt_sharpness": "final sharpness the optimiser's edge is met by: S + shift (gd, momentum), λ_max(P⁻¹(H + l2·I)) "
@@ -267,18 +276,41 @@ def _type(node: dict) -> str:
     return " or ".join(words)
 
 
-def config_rows(node: dict, schema: dict, prefix: str = "", seen: set | None = None) -> list[list[str]]:
-    """Rows (key, type, default, description) for every key below ``node``, a ``$ref`` expanded once."""
-    seen = set() if seen is None else seen
-    rows = []
+KINDS = ("science", "execution")
+
+
+def _children(node: dict) -> list[tuple[str, dict, bool]]:
+    """(key, sub-schema, required) of a mapping's keys; ``NAME`` for its open keys (``additionalProperties``)."""
     children = [(key, sub, key in node.get("required", [])) for key, sub in node.get("properties", {}).items()]
     if isinstance(node.get("additionalProperties"), dict):
         children.append(("NAME", node["additionalProperties"], False))
-    for key, sub, required in children:
+    return children
+
+
+def is_leaf(node: dict) -> bool:
+    """A key that holds a value, not keys of its own (an open mapping such as ``kwargs`` is a leaf)."""
+    return not _children(node)
+
+
+def kind(node: dict, schema: dict) -> str:
+    """A leaf's ``x-kind`` (``science``: changes a result, reruns what uses it; ``execution``: how it is computed,
+    reruns nothing); a mapping's is its keys' kind, or ``mixed``."""
+    node, _ = _resolve(node, schema)
+    if is_leaf(node):
+        return node.get("x-kind", "")
+    kinds = {kind(sub, schema) for _, sub, _ in _children(node)}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def config_rows(node: dict, schema: dict, prefix: str = "", seen: set | None = None) -> list[list[str]]:
+    """Rows (key, type, default, kind, description) for every key below ``node``, a ``$ref`` expanded once."""
+    seen = set() if seen is None else seen
+    rows = []
+    for key, sub, required in _children(node):
         sub, ref = _resolve(sub, schema)
         path = prefix + key
         default = "required" if required else (f"`{_flow(sub['default'])}`" if "default" in sub else "")
-        rows.append([f"`{path}`", _type(sub), default, sub.get("description", "")])
+        rows.append([f"`{path}`", _type(sub), default, kind(sub, schema), sub.get("description", "")])
         if ref in seen:
             continue
         if ref is not None:
@@ -289,7 +321,7 @@ def config_rows(node: dict, schema: dict, prefix: str = "", seen: set | None = N
 
 def config_reference() -> str:
     schema = yaml.safe_load(SCHEMA.read_text())
-    return _table(["key", "type", "default", "meaning"], config_rows(schema, schema))
+    return _table(["key", "type", "default", "kind", "meaning"], config_rows(schema, schema))
 
 
 # ---- the module map -----------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 JSON, Parquet), and a truncated or crafted one stops its job with one line that names the file and gives the
 command that recomputes it; an unreadable checkpoint is set aside and its run restarts from θ₀."""
 
+import json
 import re
 import subprocess
 
@@ -108,6 +109,12 @@ def test_a_damaged_file_stops_its_job_with_one_line_and_nothing_else_is_lost(
     with pytest.raises(CorruptFileError) as err:
         call_stage(stage, workdir, out)
     assert re.fullmatch(the_message(f"{R}/{name}"), f"CorruptFileError: {err.value}")
+    # a GD, GF or evaluate job's progress.json (normsharp status) is all it leaves: it says the job failed, and why
+    progress = [p for p in [*out.iterdir(), *(workdir / R).rglob("progress.json")] if p.name == "progress.json"]
+    for path in progress:
+        record = json.loads(path.read_text())
+        assert record["state"] == "failed" and record["error"] == f"CorruptFileError: {err.value}", record
+        path.unlink()
     assert not marker.exists() and not any(out.iterdir())  # no code ran, nothing half-written
     assert snapshot(workdir) == before
 
@@ -126,7 +133,8 @@ def test_through_the_cli_a_corrupt_theta_names_its_command_and_that_command_rest
     torch.save(WritesMarker(marker), workdir / crafted)
     (workdir / resumed / "result.json").unlink()
     torch.save(WritesMarker(marker), workdir / resumed / "checkpoint.pt")
-    damaged = (f"{R}/a/seed0/r0.5/", f"{R}/b/seed0/r2.0/", f"{resumed}/", f"{R}/logs/")
+    damaged = (f"{R}/a/seed0/r0.5/", f"{R}/b/seed0/r2.0/", f"{resumed}/", f"{R}/logs/",
+               f"{R}/plan.json")  # rewritten by every start of the workflow (normsharp status)
     kept = {p: b for p, b in snapshot(workdir).items() if not p.startswith(damaged)}
 
     out = snakemake(workdir, "--keep-going")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from normsharp import analysis, files
+from normsharp import analysis, files, wfconfig
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("docs_generate", REPO / "docs/generate.py")
@@ -74,13 +74,48 @@ def test_every_trajectory_column_is_described():
 
 def _keys(node, schema, prefix=""):
     rows = generate.config_rows(node, schema, prefix)
-    return [(row[0].strip("`"), row[3]) for row in rows]
+    return [(row[0].strip("`"), row[4]) for row in rows]
 
 
 def test_every_config_key_has_a_description():
     schema = yaml.safe_load(generate.SCHEMA.read_text())
     missing = [key for key, description in _keys(schema, schema) if not description]
     assert not missing, f"add `description:` to these keys of workflow/schemas/config.schema.yaml: {missing}"
+
+
+def _leaves(node, schema, prefix=""):
+    """(dotted key, resolved node) of every leaf below ``node``, each $ref expanded at every use."""
+    for key, sub, _ in generate._children(node):
+        sub, _ = generate._resolve(sub, schema)
+        if generate.is_leaf(sub):
+            yield prefix + key, sub
+        else:
+            yield from _leaves(sub, schema, f"{prefix}{key}.")
+
+
+def test_every_config_key_has_a_kind_and_the_code_agrees():
+    """x-kind on every leaf of the schema (science or execution), on no mapping; the execution keys are those
+    the workflow keeps out of the jobs' params (normsharp.wfconfig.EXECUTION, RUN_EXECUTION of gd and gf)."""
+    schema = yaml.safe_load(generate.SCHEMA.read_text())
+    leaves = dict(_leaves(schema, schema))
+    missing = [key for key, node in leaves.items() if node.get("x-kind") not in generate.KINDS]
+    assert not missing, f"give these keys `x-kind: science` or `x-kind: execution` in the schema: {missing}"
+    execution = {key for key, node in leaves.items() if node["x-kind"] == "execution"}
+    expected = set(wfconfig.EXECUTION) | {f"{prefix}{method}.{key}" for prefix in ("", "setups.NAME.")
+                                          for method in wfconfig.INHERITED for key in wfconfig.RUN_EXECUTION}
+    assert execution == expected
+    assert {"dtype", "gd.log_every", "gf.log_every", "setups.NAME.loss_threshold"} <= set(leaves) - execution
+
+    def mappings(node):
+        for _, sub, _ in generate._children(node):
+            if "$ref" not in sub and not generate.is_leaf(sub):
+                yield sub
+                yield from mappings(sub)
+
+    assert not [m for m in mappings(schema) if "x-kind" in m], "x-kind belongs on the leaves, not on mappings"
+    rows = {row[0].strip("`"): row[3] for row in generate.config_rows(schema, schema)}
+    assert rows["device"] == "execution" and rows["dtype"] == "science" and rows["gd"] == "mixed"
+    assert rows["geometry"] == "science"
 
 
 def test_config_reference_lists_every_schema_key_once():

@@ -50,6 +50,31 @@ def test_gd_above_two_over_lambda_max_diverges_with_a_status():
     assert ok.status == CONVERGED
 
 
+@pytest.mark.parametrize("method", ["gd", "gf"])
+def test_progress_reports_the_step_loss_last_sharpness_and_rate(method):
+    """progress_seconds=0: a report at every step; S is the last one computed (every 3rd step for GD), the rate the
+    steps since the previous report over its wall time."""
+    a, reports = spd(), []
+    theta0 = torch.ones(6, dtype=torch.float64)
+
+    def report(**r):
+        reports.append(r)
+
+    if method == "gd":
+        res = run_gd(Quadratic(a), theta0, 0.3, loss_threshold=1e-6, max_steps=10, sharpness_every=3,
+                     progress_seconds=0, report=report)
+    else:
+        res = run_gradient_flow(Quadratic(a), theta0, loss_threshold=1e-6, max_steps=10, method="rk4",
+                                sharpness_every=3, progress_seconds=0, report=report)
+    assert [r["step"] for r in reports] == list(range(11)) and res.steps == 10
+    assert reports[-1]["loss"] == pytest.approx(res.train_loss, rel=1e-12)
+    assert math.isnan(reports[0]["steps_per_second"]) and all(r["steps_per_second"] > 0 for r in reports[1:])
+    top = float(np.linalg.eigvalsh(a.numpy()).max())
+    assert reports[2]["sharpness"] == pytest.approx(top, rel=1e-4)  # step 2: S of step 0, carried over
+    if method == "gf":
+        assert reports[-1]["t"] == pytest.approx(res.time) and "s_gf" in reports[-1]
+
+
 def test_gd_stops_at_max_steps():
     res = run_gd(Quadratic(spd()), torch.ones(6, dtype=torch.float64), 0.01, loss_threshold=1e-9, max_steps=25)
     assert res.status == MAX_STEPS and res.steps == 25

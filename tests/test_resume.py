@@ -76,12 +76,13 @@ def kill_when_checkpointed(workdir: Path, run_dir: str) -> None:
 
 
 def outputs(workdir: Path) -> dict:
-    """result.json (without the wall time), θ and trajectory of each run."""
+    """result.json (without the wall time and the step its last job resumed at), θ and trajectory of each run."""
     found = {}
     for name, (run_dir, _, _) in RUNS.items():
         d = workdir / run_dir
         result = json.loads((d / "result.json").read_text())
         result.pop("wall_seconds")
+        result["resumed"] = result.pop("resumed_at_step") > 0
         found[name] = (result, torch.load(d / "theta.pt"), pd.read_parquet(d / "trajectory.parquet"))
     return found
 
@@ -106,6 +107,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     uninterrupted = outputs(tmp_path)
     for name in RUNS:
         (result, theta, trajectory), (result0, theta0, trajectory0) = resumed[name], uninterrupted[name]
+        assert result.pop("resumed") and not result0.pop("resumed"), name
         assert result == result0, name
         assert torch.equal(theta, theta0), name
         pd.testing.assert_frame_equal(trajectory, trajectory0)

@@ -177,6 +177,19 @@ def test_setup_optimizers_default_to_plain_gd_and_check_each_setup():
     assert setup_optimizers({"d": {**ok, "dataset": {"name": "synthetic"}}})["d"].batch_size == 1798
 
 
+def test_execution_settings_come_from_the_config_and_leave_the_run_settings():
+    from normsharp.wfconfig import execution, science
+
+    config = prepared({**copy.deepcopy(MINIMAL), "threads": 3, "device": "cpu", "gd": {"checkpoint_every": 7},
+                       "setups": {"a": {**MINIMAL["setups"]["a"], "gf": {"checkpoint_every": 5}}}})
+    assert execution(config) == {"data_dir": "data", "device": "cpu", "threads": 3, "chunk_size": None,
+                                 "progress_seconds": 10.0}
+    assert execution(config, "a", "gd", threads=2) == {**execution(config), "threads": 2, "checkpoint_every": 7}
+    assert execution(config, "a", "gf")["checkpoint_every"] == 5
+    gd = config["setups"]["a"]["gd"]
+    assert "checkpoint_every" not in science(gd) and science(gd)["log_every"] == gd["log_every"] == 10
+
+
 def test_continuation_is_empty_unless_end_points_are_on_and_holds_only_the_integrator():
     from normsharp.wfconfig import continuation
 

@@ -259,6 +259,73 @@ def test_setup_edit_schedules_that_setup_alone(finished, edit):
     assert planned_jobs(finished, cfg) == {**expected, "aggregate": 1, "figures": 1, "all": 1}
 
 
+# Execution settings (x-kind: execution in the schema): how a result is computed, no job's params.
+EXECUTION_EDITS = {
+    "threads: 2": lambda c: c.update(threads=2),
+    "device: auto": lambda c: c.update(device="auto"),  # cpu here; on a GPU machine cuda, and no rerun either
+    "chunk_size: 16": lambda c: c.update(chunk_size=16),
+    "progress_seconds: 1": lambda c: c.update(progress_seconds=1),
+    "data_dir: elsewhere": lambda c: c.update(data_dir="elsewhere"),
+    "gd.checkpoint_every: 0": lambda c: c["gd"].update(checkpoint_every=0),
+    "gf.checkpoint_every: 7": lambda c: c["gf"].update(checkpoint_every=7),
+    "setups.b.gd.checkpoint_every: 3": lambda c: c["setups"]["b"].update(gd={"checkpoint_every": 3}),
+}
+# Science settings: what each reruns in the reduced run (a: GF + 3 GD runs, b: GF + 2; evaluate per run).
+ALL_RUNS = {"gradient_flow": 2, "train_gd": 5, "evaluate": 7}
+DOWNSTREAM = {"aggregate": 1, "figures": 1, "all": 1}
+SCIENCE_EDITS = {
+    "dtype: float32": (lambda c: c.update(dtype="float32"), ALL_RUNS),
+    "transition_tol: 0.2": (lambda c: c.update(transition_tol=0.2), {}),
+    "gd.log_every: 5": (lambda c: c["gd"].update(log_every=5), {"train_gd": 5, "evaluate": 5}),
+    "gd.max_steps: 30000": (lambda c: c["gd"].update(max_steps=30000), {"train_gd": 5, "evaluate": 5}),
+    "gf.log_every: 5": (lambda c: c["gf"].update(log_every=5), ALL_RUNS),
+    "gf.tol: 1e-6": (lambda c: c["gf"].update(tol=1e-6), ALL_RUNS),
+    "setups.a.dataset.n_train: 49": (lambda c: c["setups"]["a"]["dataset"].update(n_train=49), {
+        "prepare_data": 1, "init_model": 1, "gradient_flow": 1, "train_gd": 3, "evaluate": 4}),
+    "setups.a.seeds: [0, 1]": (lambda c: c["setups"]["a"].update(seeds=[0, 1]), {
+        "init_model": 1, "gradient_flow": 1, "train_gd": 3, "evaluate": 4}),
+    "experiment: other": (lambda c: c.update(experiment="other"), {
+        "prepare_data": 2, "init_model": 2, **ALL_RUNS}),
+}
+
+
+@pytest.mark.slow
+def test_execution_settings_plan_nothing(finished):
+    planned = {}
+    for name, edit in EXECUTION_EDITS.items():
+        cfg = copy.deepcopy(REDUCED)
+        edit(cfg)
+        planned[name] = planned_jobs(finished, cfg)
+    planned["--config threads=2"] = planned_jobs(finished, REDUCED, "--config", "threads=2")
+    planned["--config device=auto chunk_size=8"] = planned_jobs(finished, REDUCED, "--config", "device=auto",
+                                                                "chunk_size=8")
+    print(planned)
+    assert planned == dict.fromkeys(planned, {})
+
+
+@pytest.mark.slow
+def test_a_moved_results_folder_plans_nothing(finished):
+    """results_dir is where results are kept: a copy elsewhere (mtimes kept) is found there and nothing reruns."""
+    import shutil
+
+    shutil.copytree(finished / "results", finished / "moved", copy_function=shutil.copy2)
+    try:
+        assert planned_jobs(finished, {**REDUCED, "results_dir": "moved"}) == {}
+    finally:
+        shutil.rmtree(finished / "moved")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SCIENCE_EDITS)
+def test_science_settings_plan_what_they_change(finished, name):
+    edit, jobs = SCIENCE_EDITS[name]
+    cfg = copy.deepcopy(REDUCED)
+    edit(cfg)
+    planned = planned_jobs(finished, cfg)
+    print(name, planned)
+    assert planned == {**jobs, **DOWNSTREAM}
+
+
 @pytest.mark.parametrize(
     "edit, needle",
     [

@@ -55,6 +55,7 @@ class Checkpoint:
         self.every = int(every)
         self.settings = settings
         self.key = fingerprint(settings)
+        self.resumed_at = 0  # the step a run resumed from (0: started at θ₀), set by load
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step > 0 and step % self.every == 0
@@ -100,6 +101,7 @@ class Checkpoint:
         except ValueError as err:
             raise self._refuse(str(err)) from err
         log.info("resuming from %s at step %d", self.path, saved["state"]["step"])
+        self.resumed_at = int(saved["state"]["step"])
         return state
 
     def save(self, state: Saveable) -> None:

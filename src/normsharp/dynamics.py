@@ -135,17 +135,26 @@ def _status(loss: float, loss0: float, threshold: float, step: int, max_steps: i
 
 
 class _Progress:
-    """Logs a line at most every ``seconds`` of wall time (and always when forced)."""
+    """A run's progress, at most every ``seconds`` of wall time (and always when forced): a log line, and
+    ``report(step=, loss=, sharpness=, steps_per_second=, **more)`` when given (the job's progress.json,
+    :class:`normsharp.progress.ProgressFile`). ``sharpness`` is the last S computed (NaN before the first);
+    ``steps_per_second`` counts the steps since the previous report (NaN at the first)."""
 
-    def __init__(self, label: str, seconds: float):
-        self.label, self.seconds, self.last = label, seconds, -math.inf
+    def __init__(self, label: str, seconds: float, report: Callable[..., None] | None = None):
+        self.label, self.seconds, self.last, self.report = label, seconds, -math.inf, report
+        self.last_step, self.last_s = None, math.nan
 
     def __call__(self, step: int, loss: float, s: float, force: bool = False, **more) -> None:
+        if math.isfinite(s):
+            self.last_s = s
         now = time.monotonic()
         if force or now - self.last >= self.seconds:
-            self.last = now
+            rate = math.nan if self.last_step is None else (step - self.last_step) / max(now - self.last, 1e-9)
+            self.last, self.last_step = now, step
             tail = " ".join(f"{k}={v:.6g}" for k, v in more.items())
             log.info("%s step=%d loss=%.6g sharpness=%.6g %s", self.label, step, loss, s, tail)
+            if self.report is not None:
+                self.report(step=step, loss=loss, sharpness=self.last_s, steps_per_second=rate, **more)
 
 
 def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_threshold: float, max_steps: int,
@@ -153,7 +162,7 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
            divergence_factor: float = 1e3, checkpoint: Checkpoint | None = None,
            progress_seconds: float = 10.0, observe: Callable[[torch.Tensor], dict] | None = None,
            observe_every: int = 0, optimizer: Optimizer | None = None, seed: int = 0,
-           batch_sharpness_batches: int = 8) -> RunResult:
+           batch_sharpness_batches: int = 8, report: Callable[..., None] | None = None) -> RunResult:
     """GD (or ``optimizer``'s update, default plain GD) at fixed η from θ₀ until L(θ_k) < ε, k = max_steps, or
     divergence.
 
@@ -161,7 +170,8 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
     from the gradient's own forward pass; every ``sharpness_every`` steps (0 = never) S is computed by Lanczos
     warm-started from the previous eigenvector, and beside it ``opt_sharpness``, the optimiser's own sharpness
     that meets ``edge`` = c/η (:func:`own_sharpness`). Every ``observe_every`` steps (0 = never) and at the
-    end, the row also gets the columns ``observe(θ)`` returns (e.g. the test loss).
+    end, the row also gets the columns ``observe(θ)`` returns (e.g. the test loss). At most every
+    ``progress_seconds`` a log line and ``report(...)`` (:class:`_Progress`) tell how far the run is.
 
     Mini-batch SGD steps on ∇L_B(θ_k), B = ``optimizer.batch_indices(n, seed, k)`` (the run's ``seed`` fixes
     the batch order), and checks the full loss L(θ_k), hence the status, at every epoch start and every row;
@@ -175,7 +185,7 @@ def run_gd(objective: Objective, theta0: torch.Tensor, eta: float, *, loss_thres
     if kind is OptimizerState and not state.opt_state:
         state.opt_state = opt.state_fields(state.theta)
     edge = opt.threshold(eta)
-    progress = _Progress(f"{opt.name} eta={eta:.6g}", progress_seconds)
+    progress = _Progress(f"{opt.name} eta={eta:.6g}", progress_seconds, report)
     full_batch = opt.full_batch
     loss_and_grad = objective.in_place_gradient(state.theta) if full_batch else None
     per_epoch = 1 if full_batch else opt.batches_per_epoch(objective.n)

@@ -63,17 +63,19 @@ def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_thresh
                       method: str = "rkc", tol: float = 1e-7, alpha: float = 1.0, sharpness_every: int = 5,
                       sharpness_tol: float = 1e-5, log_every: int = 10, divergence_factor: float = 1e3,
                       checkpoint: Checkpoint | None = None, progress_seconds: float = 10.0,
-                      observe: Callable[[torch.Tensor], dict] | None = None, observe_every: int = 0) -> FlowResult:
+                      observe: Callable[[torch.Tensor], dict] | None = None, observe_every: int = 0,
+                      report: Callable[..., None] | None = None) -> FlowResult:
     """Gradient flow dθ/dt = −∇L(θ) from θ₀ until L < ε; returns t_ε, s_GF = max S along it, η_c = 2/s_GF.
 
     ``method`` 'rkc' (:func:`_flow_rkc`: local error ≤ ``tol``, S at every step) or 'rk4' (:func:`_flow_rk4`:
     step α/S, S every ``sharpness_every`` steps). ``steps`` counts integrator steps; every ``log_every`` of
     them the trajectory records (step, time, train_loss, sharpness). S is computed to relative ``sharpness_tol``.
     Every ``observe_every`` steps (0 = never) and at the end a row also gets the columns ``observe(θ)`` returns.
+    At most every ``progress_seconds`` a log line and ``report(...)`` (step, loss, last S, t) tell how far it is.
     """
     common = dict(loss_threshold=loss_threshold, max_steps=max_steps, sharpness_tol=sharpness_tol,
                   log_every=log_every, divergence_factor=divergence_factor, checkpoint=checkpoint,
-                  progress_seconds=progress_seconds, observe=observe, observe_every=observe_every)
+                  progress_seconds=progress_seconds, observe=observe, observe_every=observe_every, report=report)
     if method == "rk4":
         return _flow_rk4(objective, theta0, alpha=alpha, sharpness_every=sharpness_every, **common)
     if method == "rkc":
@@ -83,11 +85,12 @@ def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_thresh
 
 def _flow_rk4(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
               alpha: float, sharpness_every: int, sharpness_tol: float, log_every: int, divergence_factor: float,
-              checkpoint: Checkpoint | None, progress_seconds: float, observe, observe_every: int) -> FlowResult:
+              checkpoint: Checkpoint | None, progress_seconds: float, observe, observe_every: int,
+              report) -> FlowResult:
     """RK4 at step α/S: S is recomputed every ``sharpness_every`` steps (warm-started) and at the end; s_GF is
     the largest |S| computed."""
     state = FlowState.resume(checkpoint, theta0)
-    progress = _Progress("gf", progress_seconds)
+    progress = _Progress("gf", progress_seconds, report)
 
     def solve(at: torch.Tensor) -> float:
         eig = sharpness(objective.hessian_at(at), objective.dim, tol=sharpness_tol, v0=state.vec, dtype=at.dtype,
@@ -130,7 +133,7 @@ def _flow_result(state: FlowState, status: str, loss: float, final: float) -> Fl
 
 def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int, tol: float,
               sharpness_tol: float, log_every: int, divergence_factor: float, checkpoint: Checkpoint | None,
-              progress_seconds: float, observe, observe_every: int) -> FlowResult:
+              progress_seconds: float, observe, observe_every: int, report) -> FlowResult:
     """Second-order Runge–Kutta–Chebyshev (RKC2) with embedded error control; S at every accepted step.
 
     Steps: s stages for h·S ≤ 0.65(s² − 1), so the cost per unit time grows as √S, not S; S (Lanczos, warm-started)
@@ -143,7 +146,7 @@ def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
     computed on the flow, never an extrapolated value.
     """
     state = RKCState.resume(checkpoint, theta0)
-    progress = _Progress("gf rkc", progress_seconds)
+    progress = _Progress("gf rkc", progress_seconds, report)
 
     def solve(at: torch.Tensor, start) -> tuple[float, torch.Tensor]:
         eig = sharpness(objective.hessian_at(at), objective.dim, tol=sharpness_tol, v0=start, dtype=at.dtype,

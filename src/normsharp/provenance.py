@@ -18,10 +18,13 @@ from . import __version__
 if TYPE_CHECKING:
     import torch
 
-# Columns of runs.parquet (NA for results written before they existed).
+# Columns of runs.parquet (NA for results written before they existed): what computed the run (its GD or GF
+# job: versions, device, dtype, and the execution settings it used, which are no job's params, so that a study
+# mixing them shows it), and the device and execution settings of its evaluate job.
 COLUMNS = {"normsharp_version": "string", "git_commit": "string", "git_dirty": "boolean",
            "torch_version": "string", "python_version": "string", "device": "string", "device_name": "string",
-           "dtype": "string"}
+           "dtype": "string", "threads": "Int64", "chunk_size": "Int64", "checkpoint_every": "Int64",
+           "resumed_at_step": "Int64", "eval_device": "string", "eval_threads": "Int64", "eval_chunk_size": "Int64"}
 CHECKOUT = Path(__file__).resolve().parents[2]  # the repository root when run from a checkout's src/
 
 

@@ -27,6 +27,8 @@ from .files import (
     write_parquet,
     write_trajectory,
 )
+from .progress import NAME as PROGRESS
+from .progress import ProgressFile
 from .provenance import provenance
 
 if TYPE_CHECKING:
@@ -52,12 +54,16 @@ def download_data(names: list[str], data_dir) -> None:
         log.info("download_data: %s is in %s", name, os.path.abspath(data_dir))
 
 
-def prepare_data(spec: dict, loss: str, out_path) -> None:
-    """Load, subset and standardise the dataset once (float64 on CPU); every later stage reads this file."""
+def prepare_data(spec: dict, loss: str, out_path, data_dir="data") -> None:
+    """Load, subset and standardise the dataset once (float64 on CPU); every later stage reads this file. A
+    torchvision dataset is read from ``data_dir`` (an execution setting: where the files are, not what they are)."""
     import torch
 
     from .data import load_data
+    from .registry import DOWNLOADABLE
 
+    if spec["name"] in DOWNLOADABLE:
+        spec = {**spec, "data_dir": str(data_dir)}
     data = load_data(spec, loss, dtype=torch.float64, device="cpu")
     atomic_write(out_path, lambda p: torch.save(vars(data), p))
 
@@ -91,15 +97,20 @@ def init_model(data_path, model_spec: dict, seed: int, out_path) -> None:
 
 
 class Problem:
-    """Data, model and θ₀ of one (setup, seed) on the configured device, with the training objective."""
+    """Data, model and θ₀ of one (setup, seed) on the configured device, with the training objective.
 
-    def __init__(self, data_path, init_path, loss: str, numerics: dict):
+    ``numerics``: the science of the numerics (``dtype``); ``execution``: how to compute (``device``, ``threads``,
+    ``chunk_size``; :func:`normsharp.wfconfig.execution`), recorded by :meth:`execution_record`."""
+
+    def __init__(self, data_path, init_path, loss: str, numerics: dict, execution: dict | None = None):
         from .models import build_model
         from .numerics import setup_numerics
         from .objective import NetObjective
 
-        self.device, self.dtype = setup_numerics(numerics.get("device", "auto"), numerics.get("dtype", "float64"),
-                                                 numerics.get("threads"))
+        execution = execution or {}
+        self.device, self.dtype = setup_numerics(execution.get("device", "auto"), numerics.get("dtype", "float64"),
+                                                 execution.get("threads"))
+        self.chunk_size = execution.get("chunk_size")
         self.data = load_prepared(data_path, self.device, self.dtype)
         saved = load_init(init_path)
         self.model_spec = saved["model"]
@@ -111,7 +122,14 @@ class Problem:
         self.model.to(self.dtype, self.device)
         self.theta0 = saved["theta0"].to(device=self.device, dtype=self.dtype)
         self.objective = NetObjective(self.model, self.data.x_train, self.data.y_train, loss,
-                                      chunk_size=numerics.get("chunk_size"))
+                                      chunk_size=self.chunk_size)
+
+    def execution_record(self) -> dict:
+        """The execution settings this job used: torch's thread count and the chunk size (the device is in
+        :func:`normsharp.provenance.provenance`)."""
+        import torch
+
+        return {"threads": torch.get_num_threads(), "chunk_size": self.chunk_size}
 
     def test_metrics(self, theta: torch.Tensor) -> dict:
         """Test loss and accuracy at θ (one forward pass over the test set; accuracy NaN for regression)."""
@@ -124,9 +142,10 @@ class Problem:
         return load_tensor(path).to(device=self.device, dtype=self.dtype)
 
 
-def _run_record(res, identity: dict, wall: float, p: Problem) -> dict:
+def _run_record(res, identity: dict, wall: float, p: Problem, ck: Checkpoint) -> dict:
     return {**identity, "status": res.status, "steps": res.steps, "train_loss": res.train_loss, "time": res.time,
-            "n_grad": res.n_grad, "n_hvp": res.n_hvp, "wall_seconds": wall, **provenance(p.device, p.dtype)}
+            "n_grad": res.n_grad, "n_hvp": res.n_hvp, "wall_seconds": wall, **provenance(p.device, p.dtype),
+            **p.execution_record(), "checkpoint_every": ck.every, "resumed_at_step": ck.resumed_at}
 
 
 def _write_run(out: Path, res, record: dict, ck: Checkpoint) -> None:
@@ -137,26 +156,39 @@ def _write_run(out: Path, res, record: dict, ck: Checkpoint) -> None:
     ck.remove()
 
 
-def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dict, identity: dict, out_dir) -> None:
-    """The gradient-flow reference: s_GF, η_c = 2/s_GF, t_ε, final θ and trajectory."""
+def _progress(out: Path, execution: dict | None, stage: str, **fixed) -> ProgressFile:
+    """The job's progress.json in ``out`` (:mod:`normsharp.progress`), every ``progress_seconds``."""
+    return ProgressFile(out / PROGRESS, (execution or {}).get("progress_seconds", 10.0), stage=stage, **fixed)
+
+
+def gradient_flow(data_path, init_path, loss: str, settings: dict, numerics: dict, identity: dict, out_dir,
+                  execution: dict | None = None) -> None:
+    """The gradient-flow reference: s_GF, η_c = 2/s_GF, t_ε, final θ and trajectory.
+
+    ``settings`` and ``numerics`` are the run's science (the checkpoint is keyed by them); ``execution``
+    (:func:`normsharp.wfconfig.execution`: device, threads, chunk_size, checkpoint_every, progress_seconds) is
+    how it is computed, recorded in result.json."""
     from .checkpoint import Checkpoint
     from .flow import run_gradient_flow
 
-    out = Path(out_dir)
-    p = Problem(data_path, init_path, loss, numerics)
-    ck = Checkpoint(out / "checkpoint.pt", settings.get("checkpoint_every", 0),
-                    {**settings, **numerics, "loss": loss})
-    start = time.monotonic()
-    res = run_gradient_flow(p.objective, p.theta0, loss_threshold=settings["loss_threshold"],
-                            max_steps=settings["max_steps"], method=settings["method"], tol=settings["tol"],
-                            alpha=settings["alpha"],
-                            sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
-                            log_every=settings["log_every"],
-                            divergence_factor=settings["divergence_factor"], checkpoint=ck,
-                            observe=p.test_metrics, observe_every=settings.get("test_every", 0))
-    record = {**_run_record(res, identity, time.monotonic() - start, p), "method": "gf", "eta": math.nan,
-              "eta_c": res.eta_c, "s_gf": res.s_gf, "final_sharpness": res.final_sharpness}
-    _write_run(out, res, record, ck)
+    out, execution = Path(out_dir), execution or {}
+    with _progress(out, execution, "gf", loss_threshold=settings.get("loss_threshold"),
+                   max_steps=settings.get("max_steps")) as progress:
+        p = Problem(data_path, init_path, loss, numerics, execution)
+        ck = Checkpoint(out / "checkpoint.pt", execution.get("checkpoint_every", 0),
+                        {**settings, **numerics, "loss": loss})
+        start = time.monotonic()
+        res = run_gradient_flow(p.objective, p.theta0, loss_threshold=settings["loss_threshold"],
+                                max_steps=settings["max_steps"], method=settings["method"], tol=settings["tol"],
+                                alpha=settings["alpha"],
+                                sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
+                                log_every=settings["log_every"],
+                                divergence_factor=settings["divergence_factor"], checkpoint=ck,
+                                progress_seconds=execution.get("progress_seconds", 10.0), report=progress.report,
+                                observe=p.test_metrics, observe_every=settings.get("test_every", 0))
+        record = {**_run_record(res, identity, time.monotonic() - start, p, ck), "method": "gf", "eta": math.nan,
+                  "eta_c": res.eta_c, "s_gf": res.s_gf, "final_sharpness": res.final_sharpness}
+        _write_run(out, res, record, ck)
 
 
 def resolve_eta(eta_spec: dict, eta_c: float) -> float:
@@ -170,45 +202,50 @@ def resolve_eta(eta_spec: dict, eta_c: float) -> float:
 
 
 def train_gd(data_path, init_path, gf_result_path, loss: str, eta_spec: dict, settings: dict, numerics: dict,
-             identity: dict, out_dir) -> None:
+             identity: dict, out_dir, execution: dict | None = None) -> None:
     """GD, or the optimiser of ``settings['optimizer']`` (absent: plain GD), at one η from θ₀ until L < ε (or
     max_steps, or divergence). η_c = the optimiser's c/(s_GF + shift) (GD: the flow's 2/s_GF); mini-batches
-    are drawn from the setup's seed (``identity['seed']``), the same batch order at every η of the sweep."""
+    are drawn from the setup's seed (``identity['seed']``), the same batch order at every η of the sweep.
+    ``execution`` as for :func:`gradient_flow`."""
     import json
 
     from .checkpoint import Checkpoint
     from .dynamics import run_gd
     from .optimizers import check_batch_size, from_config
 
-    out = Path(out_dir)
+    out, execution = Path(out_dir), execution or {}
     opt = from_config(settings.get("optimizer"))
     gf = read_json(gf_result_path)
     eta_c = opt.critical_lr(gf["s_gf"])  # GD: 2/s_GF, bit for bit the flow's eta_c
     eta = resolve_eta(eta_spec, eta_c)
-    p = Problem(data_path, init_path, loss, numerics)
-    if not opt.full_batch:
-        check_batch_size(opt.batch_size, p.objective.n)
-    ck = Checkpoint(out / "checkpoint.pt", settings.get("checkpoint_every", 0),
-                    {**settings, **numerics, "loss": loss, "eta": eta})
-    start = time.monotonic()
-    res = run_gd(p.objective, p.theta0, eta, loss_threshold=settings["loss_threshold"],
-                 max_steps=settings["max_steps"], log_every=settings["log_every"],
-                 sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
-                 divergence_factor=settings["divergence_factor"], checkpoint=ck,
-                 observe=p.test_metrics, observe_every=settings.get("test_every", 0), optimizer=opt,
-                 seed=identity["seed"], batch_sharpness_batches=settings.get("batch_sharpness_batches", 8))
-    record = {**_run_record(res, identity, time.monotonic() - start, p), "method": "gd", "eta": eta,
-              "eta_c": eta_c, "s_gf": gf["s_gf"], **{f"eta_{k}": v for k, v in eta_spec.items()},
-              "optimizer": opt.name, "optimizer_settings": json.dumps(opt.as_config(), sort_keys=True),
-              "edge_measure": opt.edge_measure, "edge_constant": opt.edge_constant,
-              "sharpness_shift": opt.sharpness_shift, "edge": opt.threshold(eta),
-              "opt_sharpness": res.extra.get("opt_sharpness", math.nan)}
-    _write_run(out, res, record, ck)
+    with _progress(out, execution, "gd", loss_threshold=settings.get("loss_threshold"),
+                   max_steps=settings.get("max_steps"), eta=eta, eta_c=eta_c, optimizer=opt.name) as progress:
+        p = Problem(data_path, init_path, loss, numerics, execution)
+        if not opt.full_batch:
+            check_batch_size(opt.batch_size, p.objective.n)
+        ck = Checkpoint(out / "checkpoint.pt", execution.get("checkpoint_every", 0),
+                        {**settings, **numerics, "loss": loss, "eta": eta})
+        start = time.monotonic()
+        res = run_gd(p.objective, p.theta0, eta, loss_threshold=settings["loss_threshold"],
+                     max_steps=settings["max_steps"], log_every=settings["log_every"],
+                     sharpness_every=settings["sharpness_every"], sharpness_tol=settings["sharpness_tol"],
+                     divergence_factor=settings["divergence_factor"], checkpoint=ck,
+                     progress_seconds=execution.get("progress_seconds", 10.0), report=progress.report,
+                     observe=p.test_metrics, observe_every=settings.get("test_every", 0), optimizer=opt,
+                     seed=identity["seed"], batch_sharpness_batches=settings.get("batch_sharpness_batches", 8))
+        record = {**_run_record(res, identity, time.monotonic() - start, p, ck), "method": "gd", "eta": eta,
+                  "eta_c": eta_c, "s_gf": gf["s_gf"], **{f"eta_{k}": v for k, v in eta_spec.items()},
+                  "optimizer": opt.name, "optimizer_settings": json.dumps(opt.as_config(), sort_keys=True),
+                  "edge_measure": opt.edge_measure, "edge_constant": opt.edge_constant,
+                  "sharpness_shift": opt.sharpness_shift, "edge": opt.threshold(eta),
+                  "opt_sharpness": res.extra.get("opt_sharpness", math.nan)}
+        _write_run(out, res, record, ck)
 
 
 def evaluate(data_path, init_path, run_dir, loss: str, geometry_settings: dict, numerics: dict,
-             geometry_path, test_path, dataset: dict | None = None, continuation: dict | None = None) -> None:
-    """A run's end point θ, with the data and model loaded once.
+             geometry_path, test_path, dataset: dict | None = None, continuation: dict | None = None,
+             execution: dict | None = None) -> None:
+    """A run's end point θ, with the data and model loaded once (and a progress.json while it runs).
 
     ``geometry_path``: sharpness (signed max|λ|, Lanczos), the top-k eigenvalues, the Hutchinson trace, the
     norms (:func:`normsharp.metrics.norms`, :mod:`normsharp.parameter_norms`), the opt-in measures of
@@ -217,8 +254,16 @@ def evaluate(data_path, init_path, run_dir, loss: str, geometry_settings: dict, 
     (``continuation``: the setup's ε ``loss_threshold`` and its ``gf`` settings); its n_hvp counts every
     HVP spent here. ``test_path``: test loss and accuracy, train accuracy, and with the ``dataset`` spec
     of a setup that has a closed form (:func:`normsharp.theory.end_point`) the exact generalisation error
-    ``gen_error`` and the end point's ``beta`` (otherwise NaN and empty).
+    ``gen_error`` and the end point's ``beta`` (otherwise NaN and empty). geometry.json also records the job's
+    ``eval_device``, ``eval_threads`` and ``eval_chunk_size`` (``execution``: as for :func:`gradient_flow`).
     """
+    with _progress(Path(run_dir), execution, "evaluate"):
+        _evaluate(data_path, init_path, Path(run_dir), loss, geometry_settings, numerics, geometry_path, test_path,
+                  dataset, continuation, execution)
+
+
+def _evaluate(data_path, init_path, run_dir: Path, loss, geometry_settings, numerics, geometry_path, test_path,
+              dataset, continuation, execution) -> None:
     from .dynamics import DIVERGED
     from .eigen import hutchinson_trace, lanczos
     from .metrics import evaluate as evaluate_on
@@ -226,13 +271,13 @@ def evaluate(data_path, init_path, run_dir, loss: str, geometry_settings: dict, 
     from .parameter_norms import measure as more_norms
     from .theory import end_point
 
-    run_dir = Path(run_dir)
     result = read_json(run_dir / "result.json")
     status = result["status"]
-    p = Problem(data_path, init_path, loss, numerics)
+    p = Problem(data_path, init_path, loss, numerics, execution)
     theta = p.load_theta(run_dir / "theta.pt")
     geometry = {**norms(theta, p.theta0), **more_norms(p.model, theta), "sharpness": math.nan,
-                "top_eigenvalues": [], "trace": math.nan, "trace_stderr": math.nan, "n_hvp": 0}
+                "top_eigenvalues": [], "trace": math.nan, "trace_stderr": math.nan, "n_hvp": 0,
+                "eval_device": p.device.type, **{f"eval_{k}": v for k, v in p.execution_record().items()}}
     if status != DIVERGED:
         hvp = p.objective.hessian_at(theta)
         eig = lanczos(hvp, p.objective.dim, k=geometry_settings["top_k"], tol=geometry_settings["tol"],

@@ -16,6 +16,11 @@ from .registry import shape_of
 
 NUMERIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 INHERITED = ("gd", "gf")  # mappings a setup merges key by key over the experiment's; eta is taken whole
+# The execution settings (``x-kind: execution`` in the schema, checked by tests/test_docs.py): how a result is
+# computed, not what it is. They are no job's params, so changing them reruns nothing; the jobs read them from the
+# config (:func:`execution`) and record what they used per run (provenance columns).
+EXECUTION = ("results_dir", "data_dir", "device", "threads", "chunk_size", "progress_seconds")
+RUN_EXECUTION = ("checkpoint_every",)  # of gd and gf, also in a setup's gd and gf
 
 
 def canonical(value):
@@ -94,6 +99,23 @@ def prepare_config(config: dict, schema: dict, validate: Callable[[dict], object
     config.clear()
     config.update(prepared)
     return config
+
+
+def science(settings: dict) -> dict:
+    """A setup's gd or gf settings without the execution keys (:data:`RUN_EXECUTION`): a job's params."""
+    return {k: v for k, v in settings.items() if k not in RUN_EXECUTION}
+
+
+def execution(config: dict, setup: str | None = None, method: str | None = None, threads: int | None = None) -> dict:
+    """What a job of ``setup`` (a ``method``'s run: 'gd' or 'gf') needs to know about how to compute, from the
+    prepared config: ``device``, ``chunk_size``, ``progress_seconds``, ``data_dir``, ``threads`` (the job's
+    Snakemake threads when given, else the config's) and the run's ``checkpoint_every``. Never a job's params."""
+    out = {k: config[k] for k in EXECUTION if k != "results_dir"}
+    if threads is not None:
+        out["threads"] = int(threads)
+    if setup is not None and method is not None:
+        out.update({k: config["setups"][setup][method][k] for k in RUN_EXECUTION})
+    return out
 
 
 def gd_runs(eta: dict) -> list[str]:

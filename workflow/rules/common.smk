@@ -42,9 +42,10 @@ prepare_config(
 
 R = f"{config['results_dir']}/{config['experiment']}"
 RUN = f"{R}/{{setup}}/seed{{seed}}/{{run}}"
-NUMERICS = canonical(
-    {k: config[k] for k in ("device", "dtype", "threads", "chunk_size")}
-)
+# The science of the numerics: dtype. The execution settings (wfconfig.EXECUTION: device, threads, chunk_size,
+# checkpoint_every, paths, progress_seconds) are no job's params, so changing them reruns nothing; the scripts read
+# them from the config (wfconfig.execution) and the runs record what they used.
+NUMERICS = {"dtype": config["dtype"]}
 FIGURE_NAMES = list(FIGURES)
 # The diagonal-linear-network counter-example (single_point data, diagonal_linear model) has a closed form:
 # its setups get two more figures, drawn against theory. Known from the config, so the DAG stays static.
@@ -121,10 +122,8 @@ def all_run_dirs(wildcards=None):
 
 
 def dataset_spec(wildcards):
-    spec = dict(setup_of(wildcards)["dataset"])
-    if spec["name"] in DOWNLOADABLE:
-        spec["data_dir"] = config["data_dir"]
-    return canonical(spec)
+    """The setup's dataset (prepare_data adds data_dir, an execution setting, from the config)."""
+    return canonical(setup_of(wildcards)["dataset"])
 
 
 def identity(wildcards):
@@ -142,11 +141,13 @@ def identity(wildcards):
 
 
 def dynamics_settings(key):
-    """The gd or gf settings of the job's setup, with its ε."""
+    """The gd or gf settings of the job's setup, with its ε, without the execution keys."""
 
     def settings(wildcards):
         s = setup_of(wildcards)
-        return canonical({**s[key], "loss_threshold": s["loss_threshold"]})
+        return canonical(
+            {**wfconfig.science(s[key]), "loss_threshold": s["loss_threshold"]}
+        )
 
     return settings
 
@@ -167,6 +168,25 @@ def gd_settings(wildcards):
     if optimizer != optimizers.GD():
         settings["optimizer"] = canonical(optimizer.as_config())
     return settings
+
+
+def write_plan():
+    """R/plan.json: every setup, its seeds, configured runs and refinement rounds (`normsharp status` reads it,
+    with the runs each round adds from its refine/round<k>.json)."""
+    from normsharp.status import write_plan as write
+
+    write(
+        f"{R}/plan.json",
+        {
+            s: {
+                "seeds": sorted(set(cfg["seeds"])),
+                "runs": ["gf", *gd_runs(s)],
+                "refine_rounds": refine_rounds(s),
+                "loss_threshold": cfg["loss_threshold"],
+            }
+            for s, cfg in config["setups"].items()
+        },
+    )
 
 
 def data_file(wildcards):

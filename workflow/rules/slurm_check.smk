@@ -1,4 +1,4 @@
-# With the slurm executor: before the first sbatch, every job and group job (at every retry's `attempt`) must fit
+# With the slurm executor (onstart, in the Snakefile): before the first sbatch, every job and group job (at every retry's `attempt`) must fit
 # one node of its partition, as `sinfo` reports the nodes. A request that fits none would stay PENDING forever
 # (Reason=PartitionConfig); instead the run stops here, naming the rule, its request, the offer and the key.
 # The parsing and the messages are normsharp.slurm; this file reads the DAG's jobs and their resources.
@@ -52,11 +52,3 @@ def check_slurm_requests():
     if problems:  # the same message for many jobs of a rule once, with their number
         raise WorkflowError(slurm.pending_report(problems))
     return problems
-
-
-onstart:
-    if (
-        workflow.executor_plugin is not None
-        and workflow.executor_plugin.name.endswith("slurm")
-    ):
-        check_slurm_requests()
