@@ -92,12 +92,14 @@ def _point(prefix: str, objective: Objective, at: torch.Tensor, end: torch.Tenso
            test_loss: Callable[[torch.Tensor], float]) -> dict:
     """The measures of MEASURES at ``at`` (S by Lanczos to the geometry tol), and the HVPs spent on S."""
     from .eigen import sharpness
+    from .metrics import norms
 
     eig = sharpness(objective.hessian_at(at), objective.dim, tol=settings["tol"], max_iter=settings["max_iter"],
                     dtype=at.dtype, device=at.device)
-    values = {"sharpness": eig.value, "l1_norm": float(at.abs().sum()), "l2_norm": float(at.norm()),
+    lengths = norms(at, end)  # ℓ1, ℓ2 and the distance to θ_K (norms' dist_to_init with θ_K for θ₀)
+    values = {"sharpness": eig.value, "l1_norm": lengths["l1_norm"], "l2_norm": lengths["l2_norm"],
               "train_loss": float(objective.loss(at)), "test_loss": test_loss(at),
-              "dist_to_end": float((at - end).norm())}
+              "dist_to_end": lengths["dist_to_init"]}
     return {**{f"{prefix}_{k}": v for k, v in values.items()}, f"{prefix}_n_hvp": eig.n_matvec}
 
 
