@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 
 import torch
 
-from .errors import CheckpointMismatch
+from .errors import CheckpointMismatch, first_line
 
 log = logging.getLogger("normsharp")
 
@@ -80,8 +80,7 @@ class Checkpoint:
         except pickle.UnpicklingError:
             return self._set_aside("it holds objects beyond tensors and plain data, refused unread")
         except (RuntimeError, EOFError, OSError, ValueError) as err:
-            first = (str(err).strip().splitlines() or [""])[0][:120] or type(err).__name__
-            return self._set_aside(f"truncated or not a torch file: {first}")
+            return self._set_aside(f"truncated or not a torch file: {first_line(err, 120)}")
         if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
             return self._set_aside("not a normsharp checkpoint")
         if saved.get("key") != self.key:

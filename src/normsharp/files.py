@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CheckpointMismatch, ConfigError, CorruptFileError
+from .errors import CheckpointMismatch, ConfigError, CorruptFileError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -71,8 +71,7 @@ def corrupt(path, why: str | BaseException, kind: str = "file") -> CorruptFileEr
     if isinstance(why, pickle.UnpicklingError):
         why = "it holds Python objects beyond tensors and plain data, refused since loading them could run code"
     elif isinstance(why, BaseException):
-        first = (str(why).strip().splitlines() or [""])[0][:160] or type(why).__name__
-        why = f"truncated or not a {kind}: {first}"
+        why = f"truncated or not a {kind}: {first_line(why, 160)}"
     return CorruptFileError(f"{path} is corrupt ({why}); recompute it and what depends on it with: "
                             f"snakemake --cores N --forcerun {path} (and this run's --configfile, if any)")
 
