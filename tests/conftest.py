@@ -5,6 +5,7 @@ Tiers (markers, registered in pyproject.toml): ``workflow`` starts snakemake, ``
 .ci/slurm-up.sh, ``slow`` takes more than ~20 s. The quick loop of tests/README.md deselects all three.
 """
 
+import copy
 import re
 import shutil
 import subprocess
@@ -72,10 +73,23 @@ def finished_mini(tmp_path_factory) -> Path:
     """A working directory holding the finished reduced quickstart (.test/config/mini.yaml, results/mini), run
     once per test worker through the CLI. Tests read it and must not change it: one that damages or reruns
     something works on a copy (``copy_workdir``)."""
-    workdir = tmp_path_factory.mktemp("finished-mini")
-    out = snakemake(workdir, config=reduced_config("mini"))
+    return finished_workdir(tmp_path_factory.mktemp("finished-mini"), reduced_config("mini"))
+
+
+def finished_workdir(workdir: Path, config: dict) -> Path:
+    """``workdir`` after a successful run of the workflow on ``config`` (the run's stderr tail if it fails)."""
+    out = snakemake(workdir, config=config)
     assert out.returncode == 0, out.stderr[-4000:]
     return workdir
+
+
+def setup_b(geometry: dict) -> dict:
+    """The reduced quickstart alone with its setup b (GF and GD at 0.5 and 2 η_c, P = 620), ``geometry``
+    merged over its geometry settings: the small sweep the workflow tests of the measures run."""
+    cfg = copy.deepcopy(reduced_config("mini"))
+    del cfg["setups"]["a"]
+    cfg["geometry"] = {**cfg["geometry"], **geometry}
+    return cfg
 
 
 def copy_workdir(src: Path, dst: Path) -> Path:

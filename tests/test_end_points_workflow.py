@@ -2,14 +2,13 @@
 geometry.end_points on writes the avg_* and cont_* columns (finite at the Edge of Stability, NaN below η_c and for
 the flow), the norm columns for every run and the end_points_vs_eta figure; turning it off re-evaluates only."""
 
-import copy
 import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import planned_jobs, reduced_config, snakemake
+from conftest import finished_workdir, planned_jobs, setup_b
 
 from normsharp.end_points import SCALAR_COLUMNS
 
@@ -17,19 +16,13 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
 def config(enabled=True):
-    cfg = copy.deepcopy(reduced_config("mini"))
-    del cfg["setups"]["a"]  # setup b: GF and GD at 0.5 and 2 η_c, P = 620
-    cfg["geometry"] = {**cfg["geometry"], "end_points": {"enabled": enabled, "window": 40, "continue_factor": 0.8,
-                                                      "max_steps": 2000}}  # L of setup b stalls near 0.0375
-    return cfg
+    return setup_b({"end_points": {"enabled": enabled, "window": 40, "continue_factor": 0.8,
+                                   "max_steps": 2000}})  # L of setup b stalls near 0.0375
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("end_points")
-    out = snakemake(workdir, config=config())
-    assert out.returncode == 0, out.stderr[-4000:]
-    return workdir
+    return finished_workdir(tmp_path_factory.mktemp("end_points"), config())
 
 
 def test_end_point_columns_norms_and_figure(finished):

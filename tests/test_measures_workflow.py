@@ -1,13 +1,12 @@
 """The opt-in sharpness measures through the workflow: setup b of the reduced quickstart with every measure on
 writes their columns, spectra.parquet and figures; turning one off re-evaluates, it never retrains."""
 
-import copy
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import planned_jobs, reduced_config, snakemake
+from conftest import finished_workdir, planned_jobs, setup_b
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -16,18 +15,12 @@ MEASURES = {"density": {"probes": 3, "steps": 12}, "layer_sharpness": True,
 
 
 def config():
-    cfg = copy.deepcopy(reduced_config("mini"))
-    del cfg["setups"]["a"]  # setup b: GF and GD at 0.5 and 2 η_c, P = 620
-    cfg["geometry"] = {**cfg["geometry"], **MEASURES}
-    return cfg
+    return setup_b(MEASURES)
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("measures")
-    out = snakemake(workdir, config=config())
-    assert out.returncode == 0, out.stderr[-4000:]
-    return workdir
+    return finished_workdir(tmp_path_factory.mktemp("measures"), config())
 
 
 def test_columns_spectra_and_figures(finished):

@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import reduced_config, snakemake
+from conftest import finished_workdir, reduced_config, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -16,10 +16,8 @@ NEW_COLUMNS = {"optimizer": "string", "opt_sharpness": "float64", "edge": "float
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("optimizers")
-    out = snakemake(workdir, config=REDUCED)  # everything `all` asks for, the figures included
-    assert out.returncode == 0, out.stderr[-4000:]
-    return workdir
+    # everything `all` asks for, the figures included
+    return finished_workdir(tmp_path_factory.mktemp("optimizers"), REDUCED)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, planned_jobs, reduced_config, snakemake
+from conftest import REPO, finished_workdir, planned_jobs, reduced_config, snakemake
 
 from normsharp.analysis import locate_test_minimum, propose_refinement, transition_bracket
 from normsharp.files import write_json
@@ -152,10 +152,7 @@ REFINED["eta"] = {"relative": [0.5, 0.8, 1.25, 2.0], "refine": {"rounds": 1, "po
 
 @pytest.fixture(scope="module")
 def refined(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("refine")
-    out = snakemake(workdir, config=REFINED)
-    assert out.returncode == 0, out.stderr[-4000:]
-    return workdir
+    return finished_workdir(tmp_path_factory.mktemp("refine"), REFINED)
 
 
 @pytest.mark.workflow

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 # SNAKEMAKE: test modules of other branches import it from here (conftest holds it now)
-from conftest import REPO, SNAKEMAKE, planned_jobs, reduced_config, snakemake  # noqa: F401
+from conftest import REPO, SNAKEMAKE, finished_workdir, planned_jobs, reduced_config, snakemake  # noqa: F401
 
 import normsharp
 
@@ -23,10 +23,7 @@ REDUCED = reduced_config("mini")
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    out = snakemake(workdir, config=REDUCED)
-    assert out.returncode == 0, out.stderr[-4000:]
-    return workdir
+    return finished_workdir(tmp_path_factory.mktemp("workflow"), REDUCED)
 
 
 @pytest.mark.slow
