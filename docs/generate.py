@@ -108,9 +108,10 @@ RUN_COLUMN_DOCS = {
     "layer_sharpness_n_hvp": "HVPs of the per-layer block eigenvalues (`geometry.layer_sharpness`)",
     "layer_sharpness_seconds": "wall seconds of the per-layer block eigenvalues",
     # the norms beyond ℓ1/ℓ2 (docs/measures.md#norms), every run
-    "spectral_norm_product": "Π_l σ_max(m_l W_l) over the weight matrices the layers apply (fcn: its linear layers; "
-                             "diagonal_linear: (max_i |w_i|)^D); NaN for cnn, resnet, vit, custom and diverged runs; "
-                             "units of the output per unit of the input",
+    "spectral_norm_product": "Π_l σ_max(m_l W_l) over the linear maps the weight layers apply (fcn: its linear layers; "
+                             "diagonal_linear: (max_i |w_i|)^D; cnn: each convolution's operator norm on its input "
+                             "shape, then the head); NaN for resnet, vit, custom and diverged runs; units of the "
+                             "output per unit of the input",
     "path_norm": "ℓ2 path norm φ₂ = (Σ_paths Π_e w_e²)^{1/2} of Neyshabur et al. 2015, biases as edges from a "
                  "constant unit (fcn; diagonal_linear: (Σ_i w_i^{2D})^{1/2}); NaN for cnn, resnet, vit, custom",
     # is the growth real? (geometry.end_points, docs/measures.md#is-the-growth-real): plain-GD runs with η ≥ η_c

@@ -108,11 +108,46 @@ def test_diagonal_linear_network_path_and_spectral_norms(variant):
     assert parameter_norms.path_norm(one, theta[:4]) == pytest.approx(float(theta[:4].norm()))
 
 
+def dense_operator(apply, shape) -> np.ndarray:
+    """The matrix of a linear map on R^shape, column j = apply(e_j)."""
+    dim = math.prod(shape)
+    eye = torch.eye(dim, dtype=torch.float64).reshape(dim, *shape)
+    return torch.stack([apply(e[None]).reshape(-1) for e in eye], dim=1).numpy()
+
+
+@pytest.mark.parametrize("parametrization", ["standard", "mup"])
+def test_spectral_norm_product_of_a_cnn_uses_each_convolutions_operator_norm(parametrization):
+    """2 conv layers on 2×5×5 images (the second on the pooled 3×2×2), head: every factor against the SVD of the
+    dense matrix of the map the layer applies, zero padding included; the reshaped kernel's norm is another."""
+    from torch.nn import functional as F
+
+    model = build_model({"arch": "cnn", "width": 3, "depth": 2, "parametrization": parametrization}, (2, 5, 5), 4,
+                        seed=0)
+    theta = torch.randn(model.num_params, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    tensors, convs = model.unflatten(theta), [model.module.features[0], model.module.features[3]]
+    exact = []
+    for name, conv, shape in (("features.0", convs[0], (2, 5, 5)), ("features.3", convs[1], (3, 2, 2))):
+        w = tensors[f"{name}.weight"] * conv.multiplier
+        matrix = dense_operator(lambda x, w=w: F.conv2d(x, w, padding=1), shape)
+        exact.append(np.linalg.svd(matrix, compute_uv=False)[0])
+        assert exact[-1] != pytest.approx(np.linalg.svd(w.reshape(w.shape[0], -1).numpy(), compute_uv=False)[0],
+                                          rel=1e-3)
+    head = tensors["head.weight"].numpy() * model.module.head.multiplier
+    exact.append(np.linalg.svd(head, compute_uv=False)[0])
+    assert parameter_norms._conv_operator_norms(model, theta) == pytest.approx(exact[:2], rel=1e-10)
+    assert parameter_norms.spectral_norm_product(model, theta) == pytest.approx(math.prod(exact), rel=1e-10)
+    assert math.isnan(parameter_norms.spectral_norm_product(model, theta * math.inf))
+
+
 def test_path_and_spectral_norms_are_nan_where_not_defined():
     model = build_model({"arch": "cnn", "width": 2, "depth": 1}, (1, 4, 4), 2, seed=0)
     out = parameter_norms.measure(model, model.theta0)
-    assert math.isnan(out["path_norm"]) and math.isnan(out["spectral_norm_product"])
+    assert math.isnan(out["path_norm"]) and out["spectral_norm_product"] > 0
     assert out["layer_names"] == ["features.0", "head"] and len(out["layer_l1_norms"]) == 2
+    for arch in ("resnet", "vit"):
+        model = build_model({"arch": arch, "width": 4, "depth": 1, "heads": 2}, (1, 4, 4), 2, seed=0)
+        out = parameter_norms.measure(model, model.theta0)
+        assert math.isnan(out["path_norm"]) and math.isnan(out["spectral_norm_product"])
 
 
 # ---------------------------------------------------------------------------------------------------

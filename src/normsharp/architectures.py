@@ -151,7 +151,7 @@ class CNN(nn.Module):
     def __init__(self, input_shape, output_dim: int, width: int, depth: int, activation, bias: bool,
                  parametrization: str, generator):
         super().__init__()
-        c, h, w = input_shape
+        c, h, w = self.input_shape = tuple(input_shape)
         layers: list[nn.Module] = []
         for i in range(depth):
             layers += [ScaledConv2d(c if i == 0 else width, width, 3, bias, parametrization,

@@ -6,9 +6,13 @@ product of the layers' spectral norms, and the ℓ2 path norm.
 - ``spectral_norm_product`` = Π_l σ_max(m_l W_l) over the weight matrices of a layered network, m_l W_l the map
   the layer applies (m_l = 1 in the standard parametrisation; biases are not part of it). FCN: its linear
   layers. Diagonal linear network: its D diagonal layers diag(w) (variant 'uv': diag(u, v) on the copied input
-  (x, x)), so (max_i |w_i|)^D, resp. max(‖u‖∞, ‖v‖∞)^D. NaN for CNN, ResNet, ViT and custom models: a
-  convolution's operator norm is not that of its reshaped kernel, and residual or attention blocks are no
-  product of linear maps.
+  (x, x)), so (max_i |w_i|)^D, resp. max(‖u‖∞, ‖v‖∞)^D. CNN: each convolution's operator norm on the input it
+  is applied to, σ_max of the linear map x ↦ conv2d(x, m·W) on R^{C×H×W} (zero padding and stride included;
+  not the norm of the reshaped kernel, which neither bounds nor equals it), as √λ_max(AᵀA) by Lanczos to a
+  relative 1e-12, times σ_max of the linear head. The pools (operator norm 1/2) and the activations are left
+  out, as an FCN's activations are: an upper bound on the net's Lipschitz constant in x, not that constant,
+  for 1-Lipschitz activations. NaN for ResNet,
+  ViT and custom models: residual and attention blocks are no composition of the layers' linear maps.
 - ``path_norm``: the ℓ2 path norm of Neyshabur, Tomioka & Srebro 2015 ("Norm-based capacity control in neural
   networks", COLT), φ₂(θ) = (Σ_{paths p} Π_{e ∈ p} w_e²)^{1/2}, the sum over every path from an input unit to
   an output unit of the network's DAG. Convention here: a bias b_j of unit j is an edge of weight m_b·b_j from
@@ -43,7 +47,7 @@ def layer_norms(model, theta: torch.Tensor) -> dict:
 
 
 def _linear_layers(model, theta: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(m·W, m_b·b or None) of each linear layer of an FCN at θ, input to output."""
+    """(m·W, m_b·b or None) of each linear layer of an FCN (or a CNN's head) at θ, input to output."""
     from .layers import ScaledLinear
 
     tensors = model.unflatten(theta)
@@ -65,17 +69,61 @@ def _diagonal_factors(model, theta: torch.Tensor) -> tuple[torch.Tensor, int]:
     return diag, model.module.depth
 
 
+def _conv_operator_norms(model, theta: torch.Tensor) -> list[float]:
+    """σ_max of each convolution of a CNN at θ as the map on its input shape (module docstring), input to
+    output: the shapes are read by hooks on one forward pass of a zero image."""
+    import torch
+    from torch.nn import functional as F
+
+    from .eigen import lanczos
+    from .layers import ScaledConv2d
+
+    convs = [(name, layer) for name, layer in model.module.named_modules() if isinstance(layer, ScaledConv2d)]
+    shapes: dict[str, torch.Size] = {}
+
+    def record(name: str):
+        def hook(layer, args, out) -> None:
+            shapes[name] = args[0].shape[1:]
+        return hook
+
+    hooks = [layer.register_forward_hook(record(name)) for name, layer in convs]
+    try:
+        with torch.no_grad():
+            model.module(torch.zeros(1, *model.module.input_shape, dtype=theta.dtype, device=theta.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    tensors = model.unflatten(theta)
+    norms = []
+    for name, layer in convs:
+        weight, shape = tensors[f"{name}.weight"].detach() * layer.multiplier, shapes[name]
+
+        def gram(v: torch.Tensor, weight=weight, shape=shape, layer=layer) -> torch.Tensor:
+            """AᵀA v, Aᵀ as the gradient of ⟨A x, A v⟩ in x (A is linear)."""
+            with torch.enable_grad():
+                x = v.view(1, *shape).detach().requires_grad_(True)
+                y = F.conv2d(x, weight, stride=layer.stride, padding=layer.padding)
+                (back,) = torch.autograd.grad(y, x, y.detach())
+            return back.reshape(-1)
+
+        dim = math.prod(shape)
+        top = lanczos(gram, dim, tol=1e-12, max_iter=min(dim, 1000), dtype=theta.dtype, device=theta.device)
+        norms.append(math.sqrt(max(top.value, 0.0)))
+    return norms
+
+
 def spectral_norm_product(model, theta: torch.Tensor) -> float:
     """Π_l σ_max(m_l W_l) over the weight matrices (module docstring); NaN where it is not defined or θ is not
     finite (a diverged run)."""
     import torch
 
-    from .architectures import FCN, DiagonalLinear
+    from .architectures import CNN, FCN, DiagonalLinear
 
     if not torch.isfinite(theta).all():
         return math.nan
-    if isinstance(model.module, FCN):
-        return math.prod(float(torch.linalg.matrix_norm(w, ord=2)) for w, _ in _linear_layers(model, theta))
+    if isinstance(model.module, (FCN, CNN)):  # a CNN's only linear layer is its head
+        dense = math.prod(float(torch.linalg.matrix_norm(w, ord=2)) for w, _ in _linear_layers(model, theta))
+        return dense * (math.prod(_conv_operator_norms(model, theta)) if isinstance(model.module, CNN) else 1.0)
     if isinstance(model.module, DiagonalLinear):
         diag, depth = _diagonal_factors(model, theta)
         return float(diag.abs().max()) ** depth
