@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, finished_workdir, planned_jobs, reduced_config, snakemake
+from conftest import REPO, copy_workdir, finished_workdir, planned_jobs, reduced_config, snakemake
 
 from normsharp.analysis import locate_test_minimum, propose_refinement, transition_bracket
 from normsharp.files import write_json
@@ -191,6 +191,30 @@ def test_another_round_shows_its_added_eta_in_a_dry_run(refined):
     for r in second["added"]:
         assert f"run=r{r!r}" in dry.stdout + dry.stderr
     assert planned_jobs(refined, cfg)["train_gd"] == len(second["added"])
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_a_damaged_round_file_stops_with_one_line_whose_command_repairs_it(refined, tmp_path):
+    """refine/round1.json is read by the workflow itself (the runs it added) when it builds the DAG: cut short,
+    it stops there with the corrupt-file line, no traceback of the JSON parser, and the command given reruns it."""
+    work = copy_workdir(refined, tmp_path / "damaged")
+    path = "results/mini/a/seed0/refine/round1.json"
+    good = json.loads((work / path).read_text())
+    (work / path).write_text((work / path).read_text()[:40])
+    out = snakemake(work)
+    printed = out.stdout + out.stderr
+    assert out.returncode == 1
+    (line,) = [line for line in printed.splitlines() if "is corrupt" in line]
+    assert line.startswith(f"CorruptFileError: {path} is corrupt (truncated or not a JSON file"), printed
+    assert f"--forcerun {path}" in line and "Traceback" not in printed and "Exception" not in printed
+    assert not list((work / ".snakemake/locks").iterdir())  # stopped before it locked the directory
+    command = line.split("with: ")[1].split(" (and")[0].replace("--cores N", "--cores 2").split()
+    assert command[0] == "snakemake"
+    repaired = snakemake(work, *command[3:])
+    assert repaired.returncode == 0, repaired.stderr[-3000:]
+    assert json.loads((work / path).read_text()) == good  # the same round again, from the same runs
+    assert planned_jobs(work) == {}
 
 
 EDGE = copy.deepcopy(REFINED)

@@ -1,5 +1,4 @@
 # Config inheritance and validation, paths, the η grid, and each job's own slice of the config.
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in _paths if p))
 # The workflow itself reads the library's names and memory model (modules importing only the standard library).
 sys.path.insert(0, _paths[0])
 from normsharp import resources
+from normsharp.errors import CorruptFileError
+from normsharp.files import corrupt, read_json
 from normsharp.registry import (
     DIAGONAL_FIGURES,
     DOWNLOADABLE,
@@ -96,8 +97,14 @@ def runs_after(setup, seed, rounds):
     if rounds == 0:
         return gd_runs(setup)
     path = checkpoints.refine_eta.get(setup=setup, seed=seed, round=rounds).output[0]
-    with open(path) as f:
-        return json.load(f)["runs"]
+    try:
+        runs = read_json(path).get("runs")
+        if not (isinstance(runs, list) and all(isinstance(run, str) for run in runs)):
+            raise corrupt(path, "no list of run names under 'runs'")
+    except CorruptFileError as err:
+        # one line naming the fix, not Snakemake's traceback of this function
+        sys.exit(f"CorruptFileError: {err}")
+    return runs
 
 
 def last_rounds():
