@@ -137,6 +137,8 @@ def test_spectral_norm_product_of_a_cnn_uses_each_convolutions_operator_norm(par
     assert parameter_norms._conv_operator_norms(model, theta) == pytest.approx(exact[:2], rel=1e-10)
     assert parameter_norms.spectral_norm_product(model, theta) == pytest.approx(math.prod(exact), rel=1e-10)
     assert math.isnan(parameter_norms.spectral_norm_product(model, theta * math.inf))
+    single = parameter_norms.spectral_norm_product(model, theta.float())  # a float32 run: θ's dtype throughout
+    assert single == pytest.approx(math.prod(exact), rel=1e-5)
 
 
 def test_path_and_spectral_norms_are_nan_where_not_defined():

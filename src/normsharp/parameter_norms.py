@@ -9,10 +9,10 @@ product of the layers' spectral norms, and the ℓ2 path norm.
   (x, x)), so (max_i |w_i|)^D, resp. max(‖u‖∞, ‖v‖∞)^D. CNN: each convolution's operator norm on the input it
   is applied to, σ_max of the linear map x ↦ conv2d(x, m·W) on R^{C×H×W} (zero padding and stride included;
   not the norm of the reshaped kernel, which neither bounds nor equals it), as √λ_max(AᵀA) by Lanczos to a
-  relative 1e-12, times σ_max of the linear head. The pools (operator norm 1/2) and the activations are left
-  out, as an FCN's activations are: an upper bound on the net's Lipschitz constant in x, not that constant,
-  for 1-Lipschitz activations. NaN for ResNet,
-  ViT and custom models: residual and attention blocks are no composition of the layers' linear maps.
+  relative 1e-12 (float32: 100 ε), times σ_max of the linear head. The pools (operator norm 1/2) and the
+  activations are left out, as an FCN's activations are: an upper bound on the net's Lipschitz constant in x
+  for 1-Lipschitz activations, not that constant. NaN for ResNet, ViT and custom models: residual and
+  attention blocks are no composition of the layers' linear maps.
 - ``path_norm``: the ℓ2 path norm of Neyshabur, Tomioka & Srebro 2015 ("Norm-based capacity control in neural
   networks", COLT), φ₂(θ) = (Σ_{paths p} Π_{e ∈ p} w_e²)^{1/2}, the sum over every path from an input unit to
   an output unit of the network's DAG. Convention here: a bias b_j of unit j is an edge of weight m_b·b_j from
@@ -89,11 +89,11 @@ def _conv_operator_norms(model, theta: torch.Tensor) -> list[float]:
     hooks = [layer.register_forward_hook(record(name)) for name, layer in convs]
     try:
         with torch.no_grad():
-            model.module(torch.zeros(1, *model.module.input_shape, dtype=theta.dtype, device=theta.device))
+            model(theta, torch.zeros(1, *model.module.input_shape, dtype=theta.dtype, device=theta.device))
     finally:
         for hook in hooks:
             hook.remove()
-    tensors = model.unflatten(theta)
+    tensors, tol = model.unflatten(theta), max(1e-12, 100 * torch.finfo(theta.dtype).eps)
     norms = []
     for name, layer in convs:
         weight, shape = tensors[f"{name}.weight"].detach() * layer.multiplier, shapes[name]
@@ -107,7 +107,7 @@ def _conv_operator_norms(model, theta: torch.Tensor) -> list[float]:
             return back.reshape(-1)
 
         dim = math.prod(shape)
-        top = lanczos(gram, dim, tol=1e-12, max_iter=min(dim, 1000), dtype=theta.dtype, device=theta.device)
+        top = lanczos(gram, dim, tol=tol, max_iter=min(dim, 1000), dtype=theta.dtype, device=theta.device)
         norms.append(math.sqrt(max(top.value, 0.0)))
     return norms
 
