@@ -129,8 +129,9 @@ RUN_COLUMN_DOCS = {
     "cont_n_hvp": "HVPs of the continued flow (its S along the way) and of `cont_sharpness`",
     "cont_seconds": "wall seconds of the continued end point (flow and its measures)",
     "cont_time": "flow time t the continuation ran for",
-    "cont_status": "how the continued flow ended: `converged` (L < continue_factor·ε), `max_steps` "
-                   "(`geometry.end_points.max_steps`) or `diverged`; NA where not measured",
+    "cont_status": "how the continued flow ended: `converged` (L < continue_factor·ε), `max_time` (flow time "
+                   "max_time_factor·K·η reached first), `max_steps` (`geometry.end_points.max_steps`) or "
+                   "`diverged`; NA where not measured",
 }
 
 # Columns outside the code's typed table: lists, and what the run files add (name: (type, description)).

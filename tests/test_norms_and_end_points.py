@@ -255,10 +255,10 @@ def test_measure_records_both_points_with_their_cost():
     eta = 2.0 / float(lam.max())
     theta = star + q[:, -1] * 0.3
     settings = {"tol": 1e-10, "max_iter": 50, "end_points": {"window": 100, "continue_factor": 0.1,
-                                                             "max_steps": 100000}}
+                                                             "max_time_factor": 10, "max_steps": 100000}}
     gf = {"method": "rkc", "tol": 1e-10, "sharpness_tol": 1e-8, "divergence_factor": 1e3}
     eps = float(obj.loss(theta))  # = ½·5·0.3², the run's ε
-    out = end_points.measure(obj, theta, eta, eps, settings, gf, test_loss=lambda t: -1.0)
+    out = end_points.measure(obj, theta, eta, 100, eps, settings, gf, test_loss=lambda t: -1.0)  # K = 100 steps
     assert set(out) == set(end_points.SCALAR_COLUMNS)
     assert out["avg_sharpness"] == pytest.approx(5.0, rel=1e-9)
     assert out["avg_l1_norm"] == pytest.approx(float(star.abs().sum()), rel=1e-12)
@@ -271,6 +271,15 @@ def test_measure_records_both_points_with_their_cost():
     assert 0.099 * eps < out["cont_train_loss"] < 0.1 * eps
     assert out["cont_n_grad"] > 0 and out["cont_n_hvp"] > 0
     assert end_points.not_measured()["cont_status"] is None and math.isnan(end_points.not_measured()["avg_l1_norm"])
+
+    # capped at flow time max_time_factor·K·η = 0.1 · 1 · 0.4 = 0.04, before L gets to 0.1 ε (t = ln 10 / 10)
+    capped = end_points.measure(obj, theta, eta, 1, eps, {**settings, "end_points": {
+        **settings["end_points"], "max_time_factor": 0.1}}, gf, test_loss=lambda t: -1.0)
+    cap = 0.1 * 1 * eta
+    assert capped["cont_status"] == "max_time" and cap <= capped["cont_time"] < 2 * cap
+    t = capped["cont_time"]  # the point reached: offset 0.3·e^{−5t}
+    assert capped["cont_dist_to_end"] == pytest.approx(0.3 * (1 - math.exp(-5 * t)), rel=1e-6)
+    assert capped["cont_train_loss"] == pytest.approx(0.5 * 5 * (0.3 * math.exp(-5 * t)) ** 2, rel=1e-6)
 
 
 def test_run_gradient_flow_is_what_continued_calls():
@@ -286,3 +295,6 @@ def test_run_gradient_flow_is_what_continued_calls():
     assert torch.equal(mine.theta, direct.theta) and mine.steps == direct.steps and mine.status == "converged"
     capped = end_points.continued(obj, theta, target, gf, 3)
     assert capped.status == "max_steps" and capped.steps == 3
+    for method in ("rk4", "rkc"):  # the time cap stops either integrator at its first step reaching it
+        timed = end_points.continued(obj, theta, target, {**gf, "method": method}, 5000, max_time=0.5)
+        assert timed.status == "max_time" and 0.5 <= timed.time and timed.time < mine.time

@@ -9,8 +9,10 @@ of θ_K mix the drift of the end point with the phase of the oscillation. Two po
         θ̄ − θ* = (1/W)(ηA)⁻¹(I − (I − ηA)^W)(θ_K − θ*).
 (b) *continued*: the gradient flow dθ/dt = −∇L(θ) from θ_K (:func:`normsharp.flow.run_gradient_flow`, the
     setup's ``gf`` integrator settings) until L < ``continue_factor``·ε, the point a vanishing step would
-    settle at, or ``max_steps`` integrator steps (then status 'max_steps', measured where it stopped); on a
-    quadratic θ(t) − θ* = e^{−At}(θ_K − θ*).
+    settle at; at the latest at flow time t = ``max_time_factor``·K·η, K·η the time the K GD steps of the run
+    took to reach ε (status 'max_time'), or after ``max_steps`` integrator steps (status 'max_steps'), measured
+    where it stopped. On a quadratic θ(t) − θ* = e^{−At}(θ_K − θ*). The time cap bounds the cost where L
+    creeps towards a floor near ε and the flow would need a time without end to go a factor below it.
 
 Each point gets the raw end point's measures: S (signed max|λ| by Lanczos with ``geometry.tol``,
 ``max_iter``), ℓ1, ℓ2, train and test loss, its distance to θ_K, and its cost (gradients, HVPs, seconds).
@@ -79,13 +81,15 @@ def averaged(objective: Objective, theta: torch.Tensor, eta: float, window: int)
     return Averaged(total / window, window - 1, True)
 
 
-def continued(objective: Objective, theta: torch.Tensor, loss_threshold: float, gf: dict, max_steps: int):
-    """The gradient flow from ``theta`` until L < ``loss_threshold`` or ``max_steps`` integrator steps, with the
-    ``gf`` integrator settings (FLOW_KEYS; absent ones take run_gradient_flow's defaults): a FlowResult."""
+def continued(objective: Objective, theta: torch.Tensor, loss_threshold: float, gf: dict, max_steps: int,
+              max_time: float = math.inf):
+    """The gradient flow from ``theta`` until L < ``loss_threshold``, flow time ``max_time`` or ``max_steps``
+    integrator steps, with the ``gf`` integrator settings (FLOW_KEYS; absent ones take run_gradient_flow's
+    defaults): a FlowResult."""
     from .flow import run_gradient_flow
 
     return run_gradient_flow(objective, theta, loss_threshold=loss_threshold, max_steps=max_steps, log_every=10**9,
-                             **{k: gf[k] for k in FLOW_KEYS if k in gf})
+                             max_time=max_time, **{k: gf[k] for k in FLOW_KEYS if k in gf})
 
 
 def _point(prefix: str, objective: Objective, at: torch.Tensor, end: torch.Tensor, settings: dict,
@@ -103,11 +107,12 @@ def _point(prefix: str, objective: Objective, at: torch.Tensor, end: torch.Tenso
     return {**{f"{prefix}_{k}": v for k, v in values.items()}, f"{prefix}_n_hvp": eig.n_matvec}
 
 
-def measure(objective: Objective, theta: torch.Tensor, eta: float, loss_threshold: float, settings: dict,
-            gf: dict, test_loss: Callable[[torch.Tensor], float]) -> dict:
-    """The avg_* and cont_* entries of the end point θ_K = ``theta`` of a GD run at η with threshold ε:
-    ``settings`` the geometry settings (``end_points``: window, continue_factor, max_steps; tol, max_iter for S), ``gf``
-    the setup's flow settings, ``test_loss(θ)`` the test loss. A point that left the finite numbers reads NaN."""
+def measure(objective: Objective, theta: torch.Tensor, eta: float, steps: int, loss_threshold: float,
+            settings: dict, gf: dict, test_loss: Callable[[torch.Tensor], float]) -> dict:
+    """The avg_* and cont_* entries of the end point θ_K = ``theta`` of a GD run at η that took K = ``steps``
+    steps to reach its threshold ε: ``settings`` the geometry settings (``end_points``: window, continue_factor,
+    max_time_factor, max_steps; tol, max_iter for S), ``gf`` the setup's flow settings, ``test_loss(θ)`` the test
+    loss. A point that left the finite numbers reads NaN."""
     import torch
 
     ends = settings["end_points"]
@@ -118,7 +123,8 @@ def measure(objective: Objective, theta: torch.Tensor, eta: float, loss_threshol
         out.update(_point("avg", objective, avg.theta, theta, settings, test_loss))
     out.update(avg_n_grad=avg.n_grad, avg_seconds=time.monotonic() - start)
     start = time.monotonic()
-    flow = continued(objective, theta, ends["continue_factor"] * loss_threshold, gf, ends["max_steps"])
+    flow = continued(objective, theta, ends["continue_factor"] * loss_threshold, gf, ends["max_steps"],
+                     ends["max_time_factor"] * max(steps, 1) * eta)
     if torch.isfinite(flow.theta).all():
         out.update(_point("cont", objective, flow.theta, theta, settings, test_loss))
     out.update(cont_n_grad=flow.n_grad, cont_n_hvp=out["cont_n_hvp"] + flow.n_hvp, cont_time=flow.time,

@@ -57,6 +57,7 @@ class RKCState(FlowState):
 
 
 GF_METHODS = ("rkc", "rk4")
+MAX_TIME = "max_time"  # the status of a flow stopped by ``max_time`` (the continued end points' cap)
 
 
 def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
@@ -64,7 +65,7 @@ def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_thresh
                       sharpness_tol: float = 1e-5, log_every: int = 10, divergence_factor: float = 1e3,
                       checkpoint: Checkpoint | None = None, progress_seconds: float = 10.0,
                       observe: Callable[[torch.Tensor], dict] | None = None, observe_every: int = 0,
-                      report: Callable[..., None] | None = None) -> FlowResult:
+                      report: Callable[..., None] | None = None, max_time: float = math.inf) -> FlowResult:
     """Gradient flow dθ/dt = −∇L(θ) from θ₀ until L < ε; returns t_ε, s_GF = max S along it, η_c = 2/s_GF.
 
     ``method`` 'rkc' (:func:`_flow_rkc`: local error ≤ ``tol``, S at every step) or 'rk4' (:func:`_flow_rk4`:
@@ -72,10 +73,13 @@ def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_thresh
     them the trajectory records (step, time, train_loss, sharpness). S is computed to relative ``sharpness_tol``.
     Every ``observe_every`` steps (0 = never) and at the end a row also gets the columns ``observe(θ)`` returns.
     At most every ``progress_seconds`` a log line and ``report(...)`` (step, loss, last S, t) tell how far it is.
+    A finite ``max_time`` ends the run with status 'max_time' at the first step reaching t ≥ max_time before L < ε
+    (the continued end points' cap, normsharp.end_points; the reference flow has none).
     """
-    common = dict(loss_threshold=loss_threshold, max_steps=max_steps, sharpness_tol=sharpness_tol,
-                  log_every=log_every, divergence_factor=divergence_factor, checkpoint=checkpoint,
-                  progress_seconds=progress_seconds, observe=observe, observe_every=observe_every, report=report)
+    common = dict(loss_threshold=loss_threshold, max_steps=max_steps, max_time=max_time,
+                  sharpness_tol=sharpness_tol, log_every=log_every, divergence_factor=divergence_factor,
+                  checkpoint=checkpoint, progress_seconds=progress_seconds, observe=observe,
+                  observe_every=observe_every, report=report)
     if method == "rk4":
         return _flow_rk4(objective, theta0, alpha=alpha, sharpness_every=sharpness_every, **common)
     if method == "rkc":
@@ -84,9 +88,9 @@ def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_thresh
 
 
 def _flow_rk4(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
-              alpha: float, sharpness_every: int, sharpness_tol: float, log_every: int, divergence_factor: float,
-              checkpoint: Checkpoint | None, progress_seconds: float, observe, observe_every: int,
-              report) -> FlowResult:
+              max_time: float, alpha: float, sharpness_every: int, sharpness_tol: float, log_every: int,
+              divergence_factor: float, checkpoint: Checkpoint | None, progress_seconds: float, observe,
+              observe_every: int, report) -> FlowResult:
     """RK4 at step α/S: S is recomputed every ``sharpness_every`` steps (warm-started) and at the end; s_GF is
     the largest |S| computed."""
     state = FlowState.resume(checkpoint, theta0)
@@ -104,7 +108,8 @@ def _flow_rk4(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
         state.n_grad += 1
         loss = float(loss_t)
         state.loss0 = loss if state.loss0 is None else state.loss0
-        status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor)
+        status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor) or (
+            MAX_TIME if state.t >= max_time else None)
         fresh = math.nan
         if status is None and state.step % sharpness_every == 0:
             state.s_now = fresh = solve(state.theta)
@@ -131,9 +136,10 @@ def _flow_result(state: FlowState, status: str, loss: float, final: float) -> Fl
                         eta_c=2.0 / state.s_max if state.s_max > 0 else math.nan, final_sharpness=final)
 
 
-def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int, tol: float,
-              sharpness_tol: float, log_every: int, divergence_factor: float, checkpoint: Checkpoint | None,
-              progress_seconds: float, observe, observe_every: int, report) -> FlowResult:
+def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
+              max_time: float, tol: float, sharpness_tol: float, log_every: int, divergence_factor: float,
+              checkpoint: Checkpoint | None, progress_seconds: float, observe, observe_every: int,
+              report) -> FlowResult:
     """Second-order Runge–Kutta–Chebyshev (RKC2) with embedded error control; S at every accepted step.
 
     Steps: s stages for h·S ≤ 0.65(s² − 1), so the cost per unit time grows as √S, not S; S (Lanczos, warm-started)
@@ -177,7 +183,8 @@ def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
         state.loss = state.loss0 = float(loss_t)
     while True:
         theta, grad, loss = state.theta, state.grad, state.loss
-        status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor)
+        status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor) or (
+            MAX_TIME if state.t >= max_time else None)
         if status != DIVERGED and math.isnan(state.s_now):
             state.s_now, state.vec = solve(theta, state.vec)
         if status != DIVERGED:

@@ -327,8 +327,8 @@ def _end_points(p: Problem, theta, result: dict, settings: dict, continuation: d
     if "loss_threshold" not in continuation or "gf" not in continuation:
         raise ConfigError("geometry.end_points.enabled: the evaluate job needs the setup's loss_threshold and gf "
                           "settings (the continuation param of the workflow's evaluate rule)")
-    out = measure(p.objective, theta, result["eta"], continuation["loss_threshold"], settings, continuation["gf"],
-                  lambda at: p.test_metrics(at)["test_loss"])
+    out = measure(p.objective, theta, result["eta"], result["steps"], continuation["loss_threshold"], settings,
+                  continuation["gf"], lambda at: p.test_metrics(at)["test_loss"])
     log.info("end points: averaged over %d steps (%.2f s): S=%.6g l1=%.6g; continued by gf to %s (%d grads, "
              "%.2f s): S=%.6g l1=%.6g", settings["end_points"]["window"], out["avg_seconds"], out["avg_sharpness"],
              out["avg_l1_norm"], out["cont_status"], out["cont_n_grad"], out["cont_seconds"], out["cont_sharpness"],
