@@ -78,6 +78,16 @@ def test_every_state_from_the_files(tmp_path):
     assert line.split()[3:10] == ["0.5", "running", "gd", "40/500", "0.2", "0.001", "9.5"]
 
 
+def test_a_killed_evaluation_is_started_again_not_resumed(tmp_path):
+    exp = tmp_path / "results/exp"
+    d = run_dir(exp, "a", "r2.0", "result.json")  # trained; its evaluation was killed (no checkpoint of its own)
+    (d / progress.NAME).write_text(json.dumps({"state": "running", "stage": "evaluate", "updated": time.time() - 600,
+                                               "every_seconds": 10}))
+    (row,) = status.experiment_status(exp)["runs"]
+    assert row["state"] == "interrupted" and row["stage"] == "evaluate"
+    assert row["note"] == "no update for 10 min: killed or out of time; a rerun starts it again"
+
+
 def test_a_ctrl_c_is_an_interruption_and_a_job_refreshes_its_file(tmp_path):
     path = tmp_path / progress.NAME
     with pytest.raises(KeyboardInterrupt):

@@ -161,7 +161,8 @@ def run_status(exp: Path, setup: str, seed: int, run: str, now: float, loss_thre
         state = progress.get("state", "running")
         if state == "running" and age > stale_after(progress.get("every_seconds") or 10):
             state = "interrupted"
-            row["note"] = f"no update for {_age(age)}: killed or out of time; a rerun resumes it"
+            again = "starts it again" if progress.get("stage") == "evaluate" else "resumes it"  # no checkpoint
+            row["note"] = f"no update for {_age(age)}: killed or out of time; a rerun {again}"
         if state in ("failed", "interrupted") and progress.get("error"):
             row["note"] = progress["error"]
         row["state"] = state
