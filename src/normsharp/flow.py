@@ -87,6 +87,13 @@ def run_gradient_flow(objective: Objective, theta0: torch.Tensor, *, loss_thresh
     raise ConfigError(f"gf.method is {method!r}; allowed: {', '.join(GF_METHODS)}")
 
 
+def _flow_status(state: FlowState, loss: float, loss_threshold: float, max_steps: int, max_time: float,
+                 divergence_factor: float) -> str | None:
+    """The run's status at its current step (:func:`normsharp.dynamics._status`), else 'max_time' once t ≥ max_time."""
+    status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor)
+    return status or (MAX_TIME if state.t >= max_time else None)
+
+
 def _flow_rk4(objective: Objective, theta0: torch.Tensor, *, loss_threshold: float, max_steps: int,
               max_time: float, alpha: float, sharpness_every: int, sharpness_tol: float, log_every: int,
               divergence_factor: float, checkpoint: Checkpoint | None, progress_seconds: float, observe,
@@ -108,8 +115,7 @@ def _flow_rk4(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
         state.n_grad += 1
         loss = float(loss_t)
         state.loss0 = loss if state.loss0 is None else state.loss0
-        status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor) or (
-            MAX_TIME if state.t >= max_time else None)
+        status = _flow_status(state, loss, loss_threshold, max_steps, max_time, divergence_factor)
         fresh = math.nan
         if status is None and state.step % sharpness_every == 0:
             state.s_now = fresh = solve(state.theta)
@@ -183,8 +189,7 @@ def _flow_rkc(objective: Objective, theta0: torch.Tensor, *, loss_threshold: flo
         state.loss = state.loss0 = float(loss_t)
     while True:
         theta, grad, loss = state.theta, state.grad, state.loss
-        status = _status(loss, state.loss0, loss_threshold, state.step, max_steps, divergence_factor) or (
-            MAX_TIME if state.t >= max_time else None)
+        status = _flow_status(state, loss, loss_threshold, max_steps, max_time, divergence_factor)
         if status != DIVERGED and math.isnan(state.s_now):
             state.s_now, state.vec = solve(theta, state.vec)
         if status != DIVERGED:
